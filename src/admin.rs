@@ -1,0 +1,263 @@
+//! The admin socket: JSON-RPC 2.0 over a Unix stream socket, one JSON object per line.
+//!
+//! Each connection is its own task, so a slow, malformed or oversized client never
+//! disturbs another. Requests on one connection are answered in order.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Api, Params, RpcError};
+
+/// The longest request line accepted.
+pub(crate) const MAX_LINE: usize = 1024 * 1024;
+
+/// Binds the socket at `path`, replacing a file left by an earlier run, mode 0660.
+pub(crate) async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!("daemon.admin_socket: cannot create {}: {e}", dir.display())
+        })?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "daemon.admin_socket: another process is listening on {}",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("daemon.admin_socket: cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves connections until `shutdown` is cancelled.
+pub(crate) async fn run(listener: UnixListener, api: Arc<Api>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(stream, api.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("admin socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
+    let (read, mut write) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+    let conn_done = shutdown.child_token();
+    let writer = {
+        let done = conn_done.clone();
+        tokio::spawn(async move {
+            while let Some(mut line) = out_rx.recv().await {
+                line.push('\n');
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            done.cancel();
+        })
+    };
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+    loop {
+        let next = tokio::select! {
+            _ = conn_done.cancelled() => break,
+            n = lines.next() => n,
+        };
+        let line = match next {
+            None => break,
+            Some(Ok(line)) => line,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                let e = RpcError::new(
+                    api::PARSE_ERROR,
+                    format!("request line longer than {MAX_LINE} bytes"),
+                );
+                let _ = out_tx.send(response(Value::Null, Err(e)).to_string()).await;
+                break;
+            }
+            Some(Err(LinesCodecError::Io(_))) => break,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(reply) = handle_line(&line, &api, &out_tx, &conn_done).await
+            && out_tx.send(reply.to_string()).await.is_err()
+        {
+            break;
+        }
+    }
+    drop(out_tx);
+    // Subscriptions hold senders too: stop them so the writer can finish.
+    conn_done.cancel();
+    let _ = writer.await;
+}
+
+/// Answers one line: a request, or a batch of them.
+async fn handle_line(
+    line: &str,
+    api: &Api,
+    out: &mpsc::Sender<String>,
+    conn: &CancellationToken,
+) -> Option<Value> {
+    let parsed: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(response(
+                Value::Null,
+                Err(RpcError::new(api::PARSE_ERROR, format!("not JSON: {e}"))),
+            ));
+        }
+    };
+    match parsed {
+        Value::Array(items) if items.is_empty() => Some(response(
+            Value::Null,
+            Err(RpcError::new(api::INVALID_REQUEST, "empty batch")),
+        )),
+        Value::Array(items) => {
+            let mut replies = Vec::new();
+            for item in items {
+                if let Some(r) = handle_request(item, api, out, conn).await {
+                    replies.push(r);
+                }
+            }
+            (!replies.is_empty()).then_some(Value::Array(replies))
+        }
+        other => handle_request(other, api, out, conn).await,
+    }
+}
+
+/// One request; `None` for a notification (no `id`), which gets no answer.
+async fn handle_request(
+    req: Value,
+    api: &Api,
+    out: &mpsc::Sender<String>,
+    conn: &CancellationToken,
+) -> Option<Value> {
+    let Value::Object(mut obj) = req else {
+        return Some(response(
+            Value::Null,
+            Err(RpcError::new(
+                api::INVALID_REQUEST,
+                "a request must be an object",
+            )),
+        ));
+    };
+    let id = obj.remove("id");
+    let valid_id = matches!(
+        id,
+        None | Some(Value::Null | Value::String(_) | Value::Number(_))
+    );
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) if valid_id && obj.get("jsonrpc") == Some(&json!("2.0")) => m,
+        _ => {
+            return Some(response(
+                id.filter(|_| valid_id).unwrap_or(Value::Null),
+                Err(RpcError::new(
+                    api::INVALID_REQUEST,
+                    "not a JSON-RPC 2.0 request",
+                )),
+            ));
+        }
+    };
+    let params = obj.remove("params");
+    if method == "events.subscribe" {
+        let sub = match Subscription::new(params, api) {
+            Ok(sub) => sub,
+            Err(e) => return id.map(|id| response(id, Err(e))),
+        };
+        // The answer goes out before the first event: the connection's queue is FIFO.
+        if let Some(id) = id {
+            let _ = out
+                .send(response(id, Ok(json!({ "subscribed": true }))).to_string())
+                .await;
+        }
+        tokio::spawn(sub.forward(out.clone(), conn.clone()));
+        return None;
+    }
+    let result = api.call(&method, params).await;
+    Some(response(id?, result))
+}
+
+fn response(id: Value, result: Result<Value, RpcError>) -> Value {
+    match result {
+        Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
+        Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }),
+    }
+}
+
+/// `events.subscribe`: the backlog after `after_seq`, then live events, read from the
+/// database each time it is woken, so nothing between the two is skipped.
+struct Subscription {
+    store: Arc<crate::store::Store>,
+    wake: tokio::sync::broadcast::Receiver<i64>,
+    last: i64,
+}
+
+impl Subscription {
+    fn new(params: Option<Value>, api: &Api) -> Result<Subscription, RpcError> {
+        let p = Params::new(params, &["after_seq"])?;
+        // Subscribe to wake-ups before reading where to start, so no commit falls between.
+        let wake = api.store.subscribe();
+        let last = match p.uint("after_seq")? {
+            Some(s) => {
+                i64::try_from(s).map_err(|_| RpcError::field("after_seq", "is too large"))?
+            }
+            None => api.store.last_seq()?,
+        };
+        Ok(Subscription {
+            store: api.store.clone(),
+            wake,
+            last,
+        })
+    }
+
+    async fn forward(mut self, out: mpsc::Sender<String>, done: CancellationToken) {
+        loop {
+            let page = match self.store.events_after(self.last, 1000, None) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("events.subscribe: {e}");
+                    return;
+                }
+            };
+            if page.is_empty() {
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    r = self.wake.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            for ev in page {
+                self.last = ev["seq"].as_i64().unwrap_or(self.last);
+                let note = json!({ "jsonrpc": "2.0", "method": "event", "params": ev });
+                if out.send(note.to_string()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A configured chain at run time: its settings, the scripts its watcher matches, and
+//! the status `chain.status` reports. Shared by the watcher (writes status, reads the
+//! watchlist) and the admin server (adds to the watchlist, reads status).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use serde_json::{Value, json};
+
+use crate::bitcoind::Bitcoind;
+use crate::config::ChainSettings;
+
+/// Deposit scripts to match, each with its invoice: one hash lookup per output, so a
+/// block costs the same however many invoices are open.
+#[derive(Debug, Default)]
+pub(crate) struct Watchlist {
+    scripts: RwLock<HashMap<Vec<u8>, String>>,
+}
+
+impl Watchlist {
+    /// The invoice a script pays, if watched.
+    pub(crate) fn get(&self, script: &[u8]) -> Option<String> {
+        self.read().get(script).cloned()
+    }
+
+    /// Starts watching a script.
+    pub(crate) fn insert(&self, script: Vec<u8>, invoice_id: String) {
+        self.write().insert(script, invoice_id);
+    }
+
+    /// Replaces the whole list with what `load` returns, holding the lock throughout so
+    /// that no concurrent `insert` is lost.
+    pub(crate) fn reload<E>(
+        &self,
+        load: impl FnOnce() -> Result<Vec<(Vec<u8>, String)>, E>,
+    ) -> Result<(), E> {
+        let mut map = self.write();
+        *map = load()?.into_iter().collect();
+        Ok(())
+    }
+
+    /// How many scripts are watched.
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, String>> {
+        self.scripts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, String>> {
+        self.scripts.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What `chain.status` shows of one chain.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChainStatus {
+    pub(crate) running: bool,
+    pub(crate) node_reachable: bool,
+    pub(crate) node_height: Option<u64>,
+    pub(crate) scanned_height: Option<u64>,
+    pub(crate) scanned_hash: Option<String>,
+    pub(crate) last_poll_at: Option<i64>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// One configured chain.
+pub(crate) struct Chain {
+    pub(crate) settings: ChainSettings,
+    pub(crate) watchlist: Watchlist,
+    pub(crate) status: Mutex<ChainStatus>,
+    /// The node, for bitcoin chains (also used by `invoice.rescan`).
+    pub(crate) bitcoind: Option<Bitcoind>,
+}
+
+impl Chain {
+    /// A chain not started yet.
+    pub(crate) fn new(settings: ChainSettings) -> Chain {
+        let bitcoind = (settings.kind == crate::chains::Kind::Bitcoin && settings.enabled)
+            .then(|| Bitcoind::new(&settings.rpc_url, &settings.rpc_auth));
+        Chain {
+            settings,
+            watchlist: Watchlist::default(),
+            status: Mutex::new(ChainStatus::default()),
+            bitcoind,
+        }
+    }
+
+    /// Changes the status under its lock.
+    pub(crate) fn set_status(&self, f: impl FnOnce(&mut ChainStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The `chain.status` entry.
+    pub(crate) fn status_json(&self) -> Value {
+        let s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        json!({
+            "chain": self.settings.name,
+            "enabled": self.settings.enabled,
+            "running": s.running,
+            "node_reachable": s.node_reachable,
+            "node_height": s.node_height,
+            "scanned_height": s.scanned_height,
+            "scanned_hash": s.scanned_hash,
+            "lag_blocks": match (s.node_height, s.scanned_height) {
+                (Some(n), Some(h)) => Some(n.saturating_sub(h)),
+                _ => None,
+            },
+            "last_poll_at": s.last_poll_at,
+            "watched_addresses": self.watchlist.len(),
+            "last_error": s.last_error,
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! This installation's `config.toml` (then `SETTLED__<SECTION>__<KEY>` variables),
+//! checked field by field and across fields, and resolved with the chain files into
+//! [`Settings`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::chains::{Asset, ChainFile, Kind, Policy, PolicyFile, TierFile};
+use crate::keys::AddressSource;
+
+/// `config.toml` as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    #[serde(default)]
+    pub(crate) daemon: DaemonSection,
+    #[serde(default)]
+    pub(crate) invoice: InvoiceSection,
+    #[serde(default)]
+    pub(crate) webhook: WebhookSection,
+    #[serde(default)]
+    pub(crate) chains: BTreeMap<String, ChainSection>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DaemonSection {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) admin_socket: PathBuf,
+    pub(crate) chains_dir: PathBuf,
+    pub(crate) log_format: LogFormat,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            data_dir: "/var/lib/settled".into(),
+            admin_socket: "/run/settled/admin.sock".into(),
+            chains_dir: "/usr/share/settled/chains".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How the daemon writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[invoice]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct InvoiceSection {
+    pub(crate) expires_in: u64,
+}
+
+impl Default for InvoiceSection {
+    fn default() -> Self {
+        InvoiceSection { expires_in: 86_400 }
+    }
+}
+
+/// `[webhook]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WebhookSection {
+    pub(crate) url: Option<String>,
+    pub(crate) secret_file: Option<PathBuf>,
+    pub(crate) retry_for: u64,
+    pub(crate) timeout: u64,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        WebhookSection {
+            url: None,
+            secret_file: None,
+            retry_for: 259_200,
+            timeout: 10,
+        }
+    }
+}
+
+/// `[chains.<name>]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChainSection {
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    pub(crate) rpc_url: Option<String>,
+    pub(crate) rpc_cookie_file: Option<PathBuf>,
+    pub(crate) rpc_user: Option<String>,
+    #[serde(serialize_with = "hide")]
+    pub(crate) rpc_password: Option<String>,
+    pub(crate) descriptor: Option<String>,
+    pub(crate) xpub: Option<String>,
+    #[serde(default)]
+    pub(crate) tokens: Vec<String>,
+    #[serde(default = "default_poll")]
+    pub(crate) poll_interval_ms: u64,
+    pub(crate) start_height: Option<u64>,
+    pub(crate) trace_internal_transfers: Option<bool>,
+    // The chain file's policy keys, overridable here.
+    pub(crate) final_confirmations: Option<u32>,
+    pub(crate) confirmation_window: Option<u64>,
+    pub(crate) late_payment_window: Option<u64>,
+    pub(crate) accept_late_payments: Option<bool>,
+    pub(crate) max_reorg_depth: Option<u32>,
+    pub(crate) confirmations: Option<Vec<TierFile>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_poll() -> u64 {
+    1000
+}
+
+fn hide<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("(hidden)"),
+        None => s.serialize_none(),
+    }
+}
+
+/// How to reach a node's JSON-RPC.
+#[derive(Debug, Clone)]
+pub(crate) enum RpcAuth {
+    None,
+    UserPass(String, String),
+    Cookie(PathBuf),
+}
+
+/// One configured chain, resolved and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainSettings {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) enabled: bool,
+    pub(crate) network: Option<bitcoin::Network>,
+    pub(crate) native: Asset,
+    pub(crate) policy: Policy,
+    pub(crate) rpc_url: String,
+    pub(crate) rpc_auth: RpcAuth,
+    pub(crate) addresses: Option<AddressSource>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) start_height: Option<u64>,
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) admin_socket: PathBuf,
+    pub(crate) log_format: LogFormat,
+    pub(crate) default_expires_in: u64,
+    pub(crate) chains: Vec<ChainSettings>,
+}
+
+impl Settings {
+    /// Reads `path`, applies the environment, and checks everything. Errors name the key.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<(Settings, ConfigFile)> {
+        let file = read(path)?;
+        let settings = resolve(&file)?;
+        Ok((settings, file))
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+    if !path.is_file() {
+        bail!("config file {} does not exist", path.display());
+    }
+    config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SETTLED")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<ConfigFile>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn resolve(file: &ConfigFile) -> anyhow::Result<Settings> {
+    if file.invoice.expires_in == 0 {
+        bail!("invoice.expires_in: must be more than 0 seconds");
+    }
+    if let Some(url) = &file.webhook.url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        bail!("webhook.url: {url:?} is not an http:// or https:// URL");
+    }
+    let mut chains = Vec::new();
+    for (name, section) in &file.chains {
+        chains.push(resolve_chain(&file.daemon.chains_dir, name, section)?);
+    }
+    Ok(Settings {
+        data_dir: file.daemon.data_dir.clone(),
+        admin_socket: file.daemon.admin_socket.clone(),
+        log_format: file.daemon.log_format,
+        default_expires_in: file.invoice.expires_in,
+        chains,
+    })
+}
+
+fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Result<ChainSettings> {
+    let at = format!("chains.{name}");
+    let chain_file = ChainFile::load(chains_dir, name)?;
+    let native = Asset {
+        symbol: chain_file.native.symbol.clone(),
+        decimals: chain_file.native.decimals,
+    };
+    let over = PolicyFile {
+        final_confirmations: s.final_confirmations,
+        confirmation_window: s.confirmation_window,
+        late_payment_window: s.late_payment_window,
+        accept_late_payments: s.accept_late_payments,
+        max_reorg_depth: s.max_reorg_depth,
+        confirmations: s.confirmations.clone(),
+    };
+    let policy = Policy::resolve(&at, &chain_file.policy(), &over, &native)?;
+    if s.poll_interval_ms == 0 {
+        bail!("{at}.poll_interval_ms: must be more than 0");
+    }
+    let rpc_url = match (&s.rpc_url, s.enabled) {
+        (Some(u), _) if u.starts_with("http://") || u.starts_with("https://") => u.clone(),
+        (Some(u), _) => bail!("{at}.rpc_url: {u:?} is not an http:// or https:// URL"),
+        (None, true) => bail!("{at}.rpc_url: an enabled chain needs its node's URL"),
+        (None, false) => String::new(),
+    };
+    let rpc_auth = match (&s.rpc_cookie_file, &s.rpc_user, &s.rpc_password) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            bail!(
+                "{at}.rpc_cookie_file: give either a cookie file or rpc_user and rpc_password, not both"
+            )
+        }
+        (Some(c), None, None) => RpcAuth::Cookie(c.clone()),
+        (None, Some(u), Some(p)) => RpcAuth::UserPass(u.clone(), p.clone()),
+        (None, Some(_), None) => bail!("{at}.rpc_password: rpc_user is set without it"),
+        (None, None, Some(_)) => bail!("{at}.rpc_user: rpc_password is set without it"),
+        (None, None, None) => RpcAuth::None,
+    };
+    let (network, addresses) = match chain_file.kind {
+        Kind::Bitcoin => {
+            let network = bitcoin_network(&at, chain_file.network.as_deref())?;
+            if !s.tokens.is_empty() {
+                bail!("{at}.tokens: bitcoin chains have no tokens");
+            }
+            let key = match (&s.descriptor, &s.xpub) {
+                (Some(d), None) => ("descriptor", d),
+                (None, Some(x)) => ("xpub", x),
+                (Some(_), Some(_)) => bail!("{at}.xpub: give either descriptor or xpub, not both"),
+                (None, None) if s.enabled => {
+                    bail!("{at}.descriptor: an enabled bitcoin chain needs a descriptor or an xpub")
+                }
+                (None, None) => ("descriptor", &String::new()),
+            };
+            let source = if key.1.is_empty() {
+                None
+            } else {
+                Some(
+                    AddressSource::parse(key.1, network)
+                        .map_err(|e| anyhow::anyhow!("{at}.{}: {e}", key.0))?,
+                )
+            };
+            if s.enabled && matches!(rpc_auth, RpcAuth::None) {
+                bail!(
+                    "{at}.rpc_cookie_file: Bitcoin Core needs rpc_cookie_file, or rpc_user and rpc_password"
+                );
+            }
+            (Some(network), source)
+        }
+        Kind::Ethereum => {
+            for t in &s.tokens {
+                if !chain_file.tokens.iter().any(|f| &f.symbol == t) {
+                    bail!("{at}.tokens: {t:?} is not a token of chains/{name}.toml");
+                }
+            }
+            if s.descriptor.is_some() {
+                bail!("{at}.descriptor: ethereum chains take an xpub, not a descriptor");
+            }
+            (None, None)
+        }
+    };
+    Ok(ChainSettings {
+        name: name.to_string(),
+        kind: chain_file.kind,
+        enabled: s.enabled,
+        network,
+        native,
+        policy,
+        rpc_url,
+        rpc_auth,
+        addresses,
+        poll_interval: Duration::from_millis(s.poll_interval_ms),
+        start_height: s.start_height,
+    })
+}
+
+fn bitcoin_network(at: &str, network: Option<&str>) -> anyhow::Result<bitcoin::Network> {
+    use bitcoin::Network::*;
+    Ok(match network {
+        Some("mainnet") => Bitcoin,
+        Some("testnet4") => Testnet4,
+        Some("testnet") | Some("testnet3") => Testnet,
+        Some("signet") => Signet,
+        Some("regtest") => Regtest,
+        Some(other) => bail!(
+            "{at}: the chain file's network {other:?} is not mainnet, testnet4, signet or regtest"
+        ),
+        None => bail!("{at}: the chain file has no network"),
+    })
+}
+
+/// `settled check-config`: validates and prints the effective configuration with
+/// secrets hidden.
+pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
+    let (settings, file) = Settings::load(path)?;
+    let mut out = toml::to_string_pretty(&file).context("printing the configuration")?;
+    for c in &settings.chains {
+        out.push_str(&format!(
+            "\n# chains.{}: {} {} ({}), effective policy:\n",
+            c.name,
+            match c.kind {
+                Kind::Bitcoin => "bitcoin",
+                Kind::Ethereum => "ethereum",
+            },
+            c.network.map(|n| n.to_string()).unwrap_or_default(),
+            if c.enabled { "enabled" } else { "disabled" },
+        ));
+        for line in toml::to_string_pretty(&c.policy)?.lines() {
+            out.push_str(&format!("#   {line}\n"));
+        }
+        if let Some(a) = &c.addresses {
+            out.push_str(&format!(
+                "#   first address: {}\n",
+                a.derive(0).map(|d| d.address).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,111 @@
+//! Wires the parts together: configuration, store, one watcher per chain, the admin
+//! socket; and stops them all on SIGTERM/SIGINT.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::chain::Chain;
+use crate::chains::Kind;
+use crate::config::{LogFormat, Settings};
+use crate::store::{ChainRules, Store};
+use crate::{admin, watcher};
+
+/// Runs the daemon with the configuration at `config` until a signal stops it.
+pub fn main(config: &Path) -> anyhow::Result<()> {
+    let (settings, _) = Settings::load(config)?;
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            signals.cancel();
+        });
+        run(settings, shutdown).await
+    })
+}
+
+/// Runs until `shutdown` is cancelled; tests call this directly.
+pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "daemon.data_dir: cannot create {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let rules: HashMap<String, ChainRules> = settings
+        .chains
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                ChainRules {
+                    policy: c.policy.clone(),
+                },
+            )
+        })
+        .collect();
+    let store = Arc::new(Store::open(&settings.data_dir.join("settled.db"), rules)?);
+    let chains: Vec<Arc<Chain>> = settings
+        .chains
+        .iter()
+        .cloned()
+        .map(|c| Arc::new(Chain::new(c)))
+        .collect();
+    let listener = admin::bind(&settings.admin_socket).await?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for chain in &chains {
+        let cs = &chain.settings;
+        match (cs.enabled, cs.kind) {
+            (false, _) => {}
+            (true, Kind::Bitcoin) => {
+                tasks.spawn(watcher::run(chain.clone(), store.clone(), shutdown.clone()));
+            }
+            (true, Kind::Ethereum) => {
+                let msg = "ethereum chains are not supported by this version yet";
+                tracing::error!(chain = %cs.name, "{msg}");
+                chain.set_status(|s| s.last_error = Some(msg.into()));
+            }
+        }
+    }
+    let api = Arc::new(Api {
+        store,
+        chains,
+        settings: settings.clone(),
+        started: Instant::now(),
+    });
+    tracing::info!(socket = %settings.admin_socket.display(), "settled {} ready", env!("CARGO_PKG_VERSION"));
+    admin::run(listener, api, shutdown.clone()).await;
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&settings.admin_socket);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SETTLED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,71 @@
+//! Events: written in the same transaction as the change they describe, read back in
+//! `seq` order by `events.list`, `events.subscribe` and (later) the webhook sender.
+
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+/// The event types of `lifecycle.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    InvoiceCreated,
+    StatusChanged,
+    Reverted,
+    PaymentDetected,
+    PaymentConfirmed,
+    PaymentDropped,
+}
+
+impl EventKind {
+    /// The stable `type` string.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EventKind::InvoiceCreated => "invoice.created",
+            EventKind::StatusChanged => "invoice.status_changed",
+            EventKind::Reverted => "invoice.reverted",
+            EventKind::PaymentDetected => "payment.detected",
+            EventKind::PaymentConfirmed => "payment.confirmed",
+            EventKind::PaymentDropped => "payment.dropped",
+        }
+    }
+}
+
+/// Appends an event; its `seq` is the next in the whole database.
+pub(crate) fn insert(
+    conn: &Connection,
+    kind: EventKind,
+    invoice_id: &str,
+    at: i64,
+    data: Value,
+) -> rusqlite::Result<i64> {
+    let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(
+        "INSERT INTO events (id, type, invoice_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, kind.as_str(), invoice_id, at, data.to_string()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Events after `after_seq`, oldest first, at most `limit`, optionally of one invoice.
+pub(crate) fn list(
+    conn: &Connection,
+    after_seq: i64,
+    limit: u32,
+    invoice_id: Option<&str>,
+) -> rusqlite::Result<Vec<Value>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, id, type, invoice_id, created_at, data FROM events
+         WHERE seq > ?1 AND (?2 IS NULL OR invoice_id = ?2) ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![after_seq, invoice_id, limit], |r| {
+        let data: String = r.get(5)?;
+        Ok(json!({
+            "seq": r.get::<_, i64>(0)?,
+            "id": r.get::<_, String>(1)?,
+            "type": r.get::<_, String>(2)?,
+            "invoice_id": r.get::<_, String>(3)?,
+            "created_at": r.get::<_, i64>(4)?,
+            "data": serde_json::from_str::<Value>(&data).unwrap_or(Value::Null),
+        }))
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,214 @@
+//! Invoices and payments: the records the store keeps and the JSON the API shows.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::amount::{self, U256};
+use crate::lifecycle::Outcome;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub(crate) enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// The stable string used in the API, the events and the database.
+            pub(crate) fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stable string.
+            pub(crate) fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// An invoice's status, as `lifecycle.md` defines them.
+    Status {
+        Pending = "PENDING",
+        Partial = "PARTIAL",
+        WaitingForConfirmations = "WAITING_FOR_CONFIRMATIONS",
+        Completed = "COMPLETED",
+        Expired = "EXPIRED",
+        ExpiredLatePayment = "EXPIRED_LATE_PAYMENT",
+        Voided = "VOIDED",
+        Refunded = "REFUNDED",
+    }
+);
+
+string_enum!(
+    /// Why an invoice is `EXPIRED`.
+    Reason {
+        Unpaid = "unpaid",
+        Underpaid = "underpaid",
+        ConfirmationTimeout = "confirmation_timeout",
+    }
+);
+
+string_enum!(
+    /// `fixed` (amount set at creation) or `open` (the first payment sets it).
+    Mode {
+        Fixed = "fixed",
+        Open = "open",
+    }
+);
+
+string_enum!(
+    /// A payment's state on the best chain.
+    PaymentState {
+        Pending = "PENDING",
+        Confirmed = "CONFIRMED",
+        Dropped = "DROPPED",
+    }
+);
+
+string_enum!(
+    /// What overrides the computed status: the backend's word, or finality
+    /// (`FINAL`: completed by the chain with every payment final, never rolled back).
+    Decision {
+        Voided = "VOIDED",
+        Refunded = "REFUNDED",
+        MarkedCompleted = "MARKED_COMPLETED",
+        Final = "FINAL",
+    }
+);
+
+impl Status {
+    /// Statuses after which the address is watched only for `late_payment_window`.
+    pub(crate) fn is_closed(self) -> bool {
+        !matches!(
+            self,
+            Status::Pending | Status::Partial | Status::WaitingForConfirmations
+        )
+    }
+}
+
+/// An invoice as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Invoice {
+    pub(crate) id: String,
+    pub(crate) chain: String,
+    pub(crate) asset: String,
+    pub(crate) decimals: u8,
+    pub(crate) mode: Mode,
+    pub(crate) address: String,
+    pub(crate) derivation_index: u32,
+    /// `None` in `open` mode: the first on-time payment sets it.
+    pub(crate) amount_due: Option<U256>,
+    pub(crate) tolerance: U256,
+    pub(crate) confirmations: Option<u32>,
+    pub(crate) status: Status,
+    pub(crate) reason: Option<Reason>,
+    pub(crate) decision: Option<Decision>,
+    pub(crate) order_id: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) title: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) callback_url: Option<String>,
+    pub(crate) metadata: Value,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) updated_at: i64,
+    pub(crate) completed_at: Option<i64>,
+    pub(crate) closed_at: Option<i64>,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Payment {
+    pub(crate) txid: String,
+    pub(crate) index: u32,
+    pub(crate) amount: U256,
+    pub(crate) state: PaymentState,
+    pub(crate) block_height: Option<u64>,
+    pub(crate) block_hash: Option<String>,
+    pub(crate) seen_at: i64,
+    /// Signals BIP125 replaceability: never accepted at 0 confirmations.
+    pub(crate) rbf: bool,
+    /// Stayed unconfirmed past the confirmation window: out of the on-time sums for good.
+    pub(crate) timed_out: bool,
+    /// `payment.confirmed` was emitted for its current confirmation.
+    pub(crate) confirmed_notified: bool,
+}
+
+impl Payment {
+    /// Confirmations at `tip`: 0 unless its block is on the best chain.
+    pub(crate) fn confirmations(&self, tip: Option<u64>) -> u64 {
+        match (self.state, self.block_height, tip) {
+            (PaymentState::Confirmed, Some(h), Some(t)) if t >= h => t - h + 1,
+            _ => 0,
+        }
+    }
+
+    /// Counted: `PENDING` or `CONFIRMED`.
+    pub(crate) fn counts(&self) -> bool {
+        self.state != PaymentState::Dropped
+    }
+}
+
+/// The invoice object of `admin-api.md`.
+pub(crate) fn invoice_json(
+    inv: &Invoice,
+    payments: &[Payment],
+    out: &Outcome,
+    tip: Option<u64>,
+) -> Value {
+    let fmt = |u: U256| amount::format(u, inv.decimals);
+    let payments: Vec<Value> = payments.iter().map(|p| payment_json(inv, p, tip)).collect();
+    json!({
+        "id": inv.id,
+        "status": inv.status,
+        "reason": inv.reason,
+        "marked": inv.decision == Some(Decision::MarkedCompleted),
+        "mode": inv.mode,
+        "chain": inv.chain,
+        "asset": inv.asset,
+        "address": inv.address,
+        "derivation_index": inv.derivation_index,
+        "amount_due": out.amount_due.map(fmt),
+        "amount_paid": fmt(out.amount_paid),
+        "amount_confirmed": fmt(out.amount_confirmed),
+        "overpaid_amount": fmt(out.overpaid),
+        "underpaid_tolerance": fmt(inv.tolerance),
+        "confirmations_required": out.required,
+        "order_id": inv.order_id,
+        "client_id": inv.client_id,
+        "email": inv.email,
+        "title": inv.title,
+        "description": inv.description,
+        "callback_url": inv.callback_url,
+        "metadata": inv.metadata,
+        "created_at": inv.created_at,
+        "expires_at": inv.expires_at,
+        "updated_at": inv.updated_at,
+        "completed_at": inv.completed_at,
+        "payments": payments,
+    })
+}
+
+/// One entry of the invoice's `payments`.
+pub(crate) fn payment_json(inv: &Invoice, p: &Payment, tip: Option<u64>) -> Value {
+    json!({
+        "txid": p.txid,
+        "index": p.index,
+        "amount": amount::format(p.amount, inv.decimals),
+        "state": p.state,
+        "late": inv.expires_at.is_some_and(|e| p.seen_at > e),
+        "block_height": p.block_height,
+        "block_hash": p.block_hash,
+        "confirmations": p.confirmations(tip),
+        "seen_at": p.seen_at,
+        "rbf": p.rbf,
+    })
+}

@@ -1,0 +1,258 @@
+//! Deposit addresses from public keys: a ranged `wpkh`/`tr` descriptor, or an extended
+//! public key (`xpub`/`tpub`/`zpub`/`vpub`), which means `wpkh(KEY/0/*)`.
+//!
+//! No private key is ever accepted: a descriptor holding one is refused.
+
+use std::str::FromStr;
+
+use bitcoin::base58;
+use bitcoin::{Network, NetworkKind, ScriptBuf};
+use miniscript::descriptor::{DescriptorPublicKey, DescriptorType};
+use miniscript::{Descriptor, ForEachKey};
+
+/// A source of fresh deposit addresses on one Bitcoin network.
+#[derive(Debug, Clone)]
+pub(crate) struct AddressSource {
+    descriptor: Descriptor<DescriptorPublicKey>,
+    network: Network,
+}
+
+/// One derived deposit address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Derived {
+    pub(crate) address: String,
+    pub(crate) script: ScriptBuf,
+}
+
+// SLIP-132 version bytes of the BIP84 extended public keys, and the BIP32 ones they
+// stand for.
+const ZPUB: [u8; 4] = [0x04, 0xb2, 0x47, 0x46];
+const VPUB: [u8; 4] = [0x04, 0x5f, 0x1c, 0xf6];
+const XPUB: [u8; 4] = [0x04, 0x88, 0xb2, 0x1e];
+const TPUB: [u8; 4] = [0x04, 0x35, 0x87, 0xcf];
+
+impl AddressSource {
+    /// Parses a descriptor or an extended public key for `network`. The error says
+    /// what is wrong, without the key itself.
+    pub(crate) fn parse(text: &str, network: Network) -> Result<AddressSource, String> {
+        let text = text.trim();
+        let descriptor_text = if text.contains('(') {
+            text.to_string()
+        } else {
+            format!("wpkh({}/0/*)", to_bip32_pub(text)?)
+        };
+        let descriptor = Descriptor::<DescriptorPublicKey>::from_str(&descriptor_text)
+            .map_err(|e| describe_parse_error(&e.to_string(), &descriptor_text))?;
+        match descriptor.desc_type() {
+            DescriptorType::Wpkh | DescriptorType::Tr => {}
+            other => {
+                return Err(format!(
+                    "only wpkh(...) and tr(...) descriptors are accepted, not {other:?}"
+                ));
+            }
+        }
+        if !descriptor.has_wildcard() {
+            return Err("the descriptor must be ranged (end its key with /*)".into());
+        }
+        if descriptor.is_multipath() {
+            return Err(
+                "multipath descriptors (<0;1>) are not accepted: give the receive path".into(),
+            );
+        }
+        let want = NetworkKind::from(network);
+        let mut wrong = None;
+        descriptor.for_each_key(|k| {
+            let kind = match k {
+                DescriptorPublicKey::XPub(x) => Some(x.xkey.network),
+                DescriptorPublicKey::MultiXPub(x) => Some(x.xkey.network),
+                DescriptorPublicKey::Single(_) => None,
+            };
+            if let Some(kind) = kind
+                && kind != want
+            {
+                wrong = Some(kind);
+            }
+            true
+        });
+        if let Some(kind) = wrong {
+            let is = if kind == NetworkKind::Main {
+                "mainnet"
+            } else {
+                "test network"
+            };
+            return Err(format!("the key is for {is}, but the chain is {network}"));
+        }
+        let source = AddressSource {
+            descriptor,
+            network,
+        };
+        source.derive(0)?;
+        Ok(source)
+    }
+
+    /// A stable name of the key, so that a new key starts its own index at 0 and an
+    /// old one never reuses an index.
+    pub(crate) fn key_id(&self) -> String {
+        self.descriptor.to_string()
+    }
+
+    /// The address at `index`.
+    pub(crate) fn derive(&self, index: u32) -> Result<Derived, String> {
+        let definite = self
+            .descriptor
+            .at_derivation_index(index)
+            .map_err(|e| format!("cannot derive index {index}: {e}"))?;
+        let address = definite
+            .address(self.network)
+            .map_err(|e| format!("cannot derive index {index}: {e}"))?;
+        Ok(Derived {
+            address: address.to_string(),
+            script: definite.script_pubkey(),
+        })
+    }
+}
+
+/// Turns a zpub/vpub into the xpub/tpub it encodes; xpub/tpub pass through.
+fn to_bip32_pub(text: &str) -> Result<String, String> {
+    let mut data = base58::decode_check(text)
+        .map_err(|_| "is neither a descriptor nor an extended public key".to_string())?;
+    if data.len() != 78 {
+        return Err("is not an extended public key (wrong length)".into());
+    }
+    let version: [u8; 4] = data[..4].try_into().expect("length checked");
+    let bip32 = match version {
+        XPUB | TPUB => return Ok(text.to_string()),
+        ZPUB => XPUB,
+        VPUB => TPUB,
+        _ if is_private_version(version) => {
+            return Err("is a private key: settled only takes public keys".into());
+        }
+        _ => {
+            return Err(
+                "is an extended key of a kind settled does not take (use xpub, tpub, zpub, vpub or a descriptor)"
+                    .into(),
+            );
+        }
+    };
+    data[..4].copy_from_slice(&bip32);
+    Ok(base58::encode_check(&data))
+}
+
+fn is_private_version(v: [u8; 4]) -> bool {
+    // xprv, tprv, yprv, zprv, uprv, vprv
+    matches!(
+        v,
+        [0x04, 0x88, 0xad, 0xe4]
+            | [0x04, 0x35, 0x83, 0x94]
+            | [0x04, 0x9d, 0x78, 0x78]
+            | [0x04, 0xb2, 0x43, 0x0c]
+            | [0x04, 0x4a, 0x4e, 0x28]
+            | [0x04, 0x5f, 0x18, 0xbc]
+    )
+}
+
+fn describe_parse_error(err: &str, text: &str) -> String {
+    if text.contains("prv") {
+        return "holds a private key: settled only takes public keys".into();
+    }
+    format!("is not a valid descriptor: {err}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // BIP84's published vectors, for "abandon abandon ... about" at m/84'/0'/0'.
+    const BIP84_ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+    // BIP86's, for the same mnemonic at m/86'/0'/0'.
+    const BIP86_XPUB: &str = "xpub6BgBgsespWvERF3LHQu6CnqdvfEvtMcQjYrcRzx53QJjSxarj2afYWcLteoGVky7D3UKDP9QyrLprQ3VCECoY49yfdDEHGCtMMj92pReUsQ";
+
+    #[test]
+    fn bip84_vectors_from_zpub() {
+        let s = AddressSource::parse(BIP84_ZPUB, Network::Bitcoin).unwrap();
+        assert_eq!(
+            s.derive(0).unwrap().address,
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
+        assert_eq!(
+            s.derive(1).unwrap().address,
+            "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g"
+        );
+    }
+
+    #[test]
+    fn bip84_vectors_from_the_matching_descriptor() {
+        let xpub = to_bip32_pub(BIP84_ZPUB).unwrap();
+        let d = format!("wpkh([73c5da0a/84h/0h/0h]{xpub}/0/*)");
+        let s = AddressSource::parse(&d, Network::Bitcoin).unwrap();
+        assert_eq!(
+            s.derive(0).unwrap().address,
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
+        // The change branch, BIP84's third vector.
+        let d = format!("wpkh({xpub}/1/*)");
+        let s = AddressSource::parse(&d, Network::Bitcoin).unwrap();
+        assert_eq!(
+            s.derive(0).unwrap().address,
+            "bc1q8c6fshw2dlwun7ekn9qwf37cu2rn755upcp6el"
+        );
+    }
+
+    #[test]
+    fn bip86_taproot_vector() {
+        let d = format!("tr({BIP86_XPUB}/0/*)");
+        let s = AddressSource::parse(&d, Network::Bitcoin).unwrap();
+        assert_eq!(
+            s.derive(0).unwrap().address,
+            "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+        );
+    }
+
+    #[test]
+    fn checksum_is_optional_but_checked() {
+        let xpub = to_bip32_pub(BIP84_ZPUB).unwrap();
+        let plain = format!("wpkh({xpub}/0/*)");
+        let with = AddressSource::parse(&plain, Network::Bitcoin)
+            .unwrap()
+            .key_id();
+        assert!(with.contains('#'));
+        assert!(AddressSource::parse(&with, Network::Bitcoin).is_ok());
+        let (body, sum) = with.split_once('#').unwrap();
+        let bad = format!("{body}#{}", sum.chars().rev().collect::<String>());
+        assert!(AddressSource::parse(&bad, Network::Bitcoin).is_err());
+    }
+
+    #[test]
+    fn wrong_network_is_refused() {
+        let e = AddressSource::parse(BIP84_ZPUB, Network::Regtest).unwrap_err();
+        assert!(e.contains("mainnet"), "{e}");
+    }
+
+    #[test]
+    fn unranged_and_other_types_are_refused() {
+        let xpub = to_bip32_pub(BIP84_ZPUB).unwrap();
+        assert!(
+            AddressSource::parse(&format!("wpkh({xpub}/0/0)"), Network::Bitcoin)
+                .unwrap_err()
+                .contains("ranged")
+        );
+        assert!(
+            AddressSource::parse(&format!("pkh({xpub}/0/*)"), Network::Bitcoin)
+                .unwrap_err()
+                .contains("only wpkh")
+        );
+        assert!(AddressSource::parse("nonsense", Network::Bitcoin).is_err());
+    }
+
+    #[test]
+    fn private_keys_are_refused() {
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        let xprv = bitcoin::bip32::Xpriv::new_master(NetworkKind::Main, &[7u8; 32]).unwrap();
+        let e = AddressSource::parse(&xprv.to_string(), Network::Bitcoin).unwrap_err();
+        assert!(e.contains("private"), "{e}");
+        let e = AddressSource::parse(&format!("wpkh({xprv}/0/*)"), Network::Bitcoin).unwrap_err();
+        assert!(e.contains("private"), "{e}");
+        let xpub = bitcoin::bip32::Xpub::from_priv(&secp, &xprv);
+        assert!(AddressSource::parse(&xpub.to_string(), Network::Bitcoin).is_ok());
+    }
+}
