@@ -1,0 +1,601 @@
+//! The test harness: a real `bitcoind -regtest` on free loopback ports, a payer that
+//! builds and signs its own transactions from coinbase outputs (the node has no
+//! wallet), and `settled` run as the real binary, spoken to over its admin socket.
+//!
+//! `SETTLED_BITCOIND` points the tests at another bitcoind; by default they use the
+//! one `scripts/build-bitcoind` cached.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{
+    Address, Amount, Block, CompressedPublicKey, Network, OutPoint, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Txid, Witness, absolute, transaction,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// How long any condition is waited for before a test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The account key the daemon derives deposit addresses from (public only).
+pub const TPUB: &str = "tpubD6NzVbkrYhZ4XgiXtGrdW5XDAPFCL9h7we1vwNCpn8tGbBcgfVYjXyhWo4E1xkh56hjod1RhGjxbaTLV3X4FyWuejifB9jusQ46QzG87VKp";
+
+/// The descriptor settled uses for [`TPUB`].
+pub fn descriptor() -> String {
+    format!("wpkh({TPUB}/0/*)")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The bitcoind binary the tests run.
+pub fn bitcoind_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SETTLED_BITCOIND") {
+        return p.into();
+    }
+    let cache = std::env::var_os("SETTLED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            home.join("settled")
+        });
+    let p = cache.join("bitcoin-core-kernel-sys-0.4.1/bin/bitcoind");
+    assert!(
+        p.exists(),
+        "no bitcoind at {}: run scripts/build-bitcoind (scripts/test does), or set SETTLED_BITCOIND",
+        p.display()
+    );
+    p
+}
+
+/// Polls `f` until it returns `Some`, or fails the test with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A regtest node of our own.
+pub struct Node {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub rpc_port: u16,
+    http: corepc_client::Client,
+}
+
+/// A spendable output of the payer.
+#[derive(Debug, Clone, Copy)]
+pub struct Utxo {
+    pub outpoint: OutPoint,
+    pub value: Amount,
+}
+
+impl Node {
+    /// Starts `bitcoind -regtest` and waits for its RPC.
+    pub async fn start() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let rpc_port = free_port();
+        let p2p_port = free_port();
+        let child = Command::new(bitcoind_path())
+            .args([
+                "-regtest",
+                &format!("-datadir={}", dir.path().display()),
+                &format!("-rpcport={rpc_port}"),
+                &format!("-port={p2p_port}"),
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-rpcuser=test",
+                "-rpcpassword=test",
+                "-listen=0",
+                "-dnsseed=0",
+                "-fixedseeds=0",
+                "-printtoconsole=0",
+                "-server=1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bitcoind starts");
+        let node = Node {
+            child,
+            dir,
+            rpc_port,
+            http: corepc_client::Client::new_with_auth(
+                &format!("http://127.0.0.1:{rpc_port}"),
+                corepc_client::Auth::UserPass("test".into(), "test".into()),
+            )
+            .unwrap(),
+        };
+        wait_for("bitcoind's RPC", || async {
+            node.try_rpc("getblockchaininfo", json!([])).await.ok()
+        })
+        .await;
+        node
+    }
+
+    /// The RPC URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    async fn try_rpc(&self, method: &str, params: Value) -> Result<Value, String> {
+        let args = params.as_array().cloned().unwrap_or_default();
+        self.http
+            .call::<Value>(method, &args)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Calls the node; fails the test on an error.
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        self.try_rpc(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Current height.
+    pub async fn height(&self) -> u64 {
+        self.rpc("getblockcount", json!([])).await.as_u64().unwrap()
+    }
+
+    /// Mines `n` blocks to `address`, returning their hashes.
+    pub async fn mine_to(&self, n: u64, address: &str) -> Vec<String> {
+        let hashes = self.rpc("generatetoaddress", json!([n, address])).await;
+        hashes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Mines a block holding exactly `txs` (plus the coinbase), to `address`.
+    pub async fn mine_block_with(&self, address: &str, txs: &[&Transaction]) -> String {
+        let raw: Vec<String> = txs.iter().map(|t| serialize_hex(*t)).collect();
+        let r = self.rpc("generateblock", json!([address, raw])).await;
+        r["hash"].as_str().unwrap().to_string()
+    }
+
+    /// Decodes a block.
+    pub async fn block(&self, hash: &str) -> Block {
+        let hex = self.rpc("getblock", json!([hash, 0])).await;
+        deserialize_hex(hex.as_str().unwrap()).unwrap()
+    }
+
+    /// Broadcasts a transaction.
+    pub async fn send(&self, tx: &Transaction) -> Txid {
+        let r = self
+            .rpc("sendrawtransaction", json!([serialize_hex(tx)]))
+            .await;
+        Txid::from_str(r.as_str().unwrap()).unwrap()
+    }
+
+    /// Whether a transaction is in the mempool.
+    pub async fn in_mempool(&self, txid: &Txid) -> bool {
+        let pool = self.rpc("getrawmempool", json!([])).await;
+        pool.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str() == Some(&txid.to_string()))
+    }
+
+    /// Addresses of a descriptor, by the node's own derivation.
+    pub async fn derive_addresses(&self, descriptor: &str, to: u32) -> Vec<String> {
+        let info = self.rpc("getdescriptorinfo", json!([descriptor])).await;
+        let with_sum = format!("{descriptor}#{}", info["checksum"].as_str().unwrap());
+        let r = self
+            .rpc("deriveaddresses", json!([with_sum, [0, to]]))
+            .await;
+        r.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A payer with its own key: mines coinbases to itself and spends them.
+pub struct Payer {
+    secret: SecretKey,
+    pub address: Address,
+    utxos: Vec<Utxo>,
+}
+
+impl Payer {
+    /// Mines 110 blocks to a fresh key: 10 mature coinbases to spend.
+    pub async fn fund(node: &Node) -> Payer {
+        let secp = Secp256k1::new();
+        let secret = SecretKey::from_slice(&[0x42; 32]).unwrap();
+        let pk = CompressedPublicKey(secret.public_key(&secp));
+        let address = Address::p2wpkh(&pk, Network::Regtest);
+        let hashes = node.mine_to(110, &address.to_string()).await;
+        let mut utxos = Vec::new();
+        for h in &hashes[..10] {
+            let block = node.block(h).await;
+            let cb = &block.txdata[0];
+            utxos.push(Utxo {
+                outpoint: OutPoint::new(cb.compute_txid(), 0),
+                value: cb.output[0].value,
+            });
+        }
+        Payer {
+            secret,
+            address,
+            utxos,
+        }
+    }
+
+    /// Takes an output to spend.
+    pub fn take(&mut self) -> Utxo {
+        self.utxos.pop().expect("the payer has coins left")
+    }
+
+    /// Builds and signs a transaction spending `input` to `outputs`, change to self.
+    pub fn build(
+        &mut self,
+        input: Utxo,
+        outputs: &[(&str, Amount)],
+        fee: Amount,
+        rbf: bool,
+    ) -> Transaction {
+        let secp = Secp256k1::new();
+        let mut out: Vec<TxOut> = outputs
+            .iter()
+            .map(|(addr, value)| TxOut {
+                value: *value,
+                script_pubkey: script_of(addr),
+            })
+            .collect();
+        let spent: Amount = outputs.iter().map(|(_, v)| *v).sum();
+        let change = input.value - spent - fee;
+        out.push(TxOut {
+            value: change,
+            script_pubkey: self.address.script_pubkey(),
+        });
+        let mut tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: input.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: if rbf {
+                    Sequence::ENABLE_RBF_NO_LOCKTIME
+                } else {
+                    Sequence::MAX
+                },
+                witness: Witness::default(),
+            }],
+            output: out,
+        };
+        let pk = CompressedPublicKey(self.secret.public_key(&secp));
+        let script_code = ScriptBuf::new_p2wpkh(&pk.wpubkey_hash());
+        let sighash = SighashCache::new(&tx)
+            .p2wpkh_signature_hash(0, &script_code, input.value, EcdsaSighashType::All)
+            .unwrap();
+        let sig = secp.sign_ecdsa(&Message::from_digest(sighash.to_byte_array()), &self.secret);
+        tx.input[0].witness = Witness::p2wpkh(&bitcoin::ecdsa::Signature::sighash_all(sig), &pk.0);
+        // The change is ours to spend next.
+        self.utxos.insert(
+            0,
+            Utxo {
+                outpoint: OutPoint::new(tx.compute_txid(), (tx.output.len() - 1) as u32),
+                value: change,
+            },
+        );
+        tx
+    }
+
+    /// Pays `amount` BTC (a decimal string) to `address`, broadcasting it.
+    pub async fn pay(&mut self, node: &Node, address: &str, btc: &str, rbf: bool) -> Transaction {
+        let input = self.take();
+        let tx = self.build(
+            input,
+            &[(
+                address,
+                Amount::from_str_in(btc, bitcoin::Denomination::Bitcoin).unwrap(),
+            )],
+            Amount::from_sat(1_000),
+            rbf,
+        );
+        node.send(&tx).await;
+        tx
+    }
+}
+
+fn script_of(address: &str) -> ScriptBuf {
+    Address::from_str(address)
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey()
+}
+
+/// A running `settled`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Writes a config for `node` (with `extra` lines appended to `[chains.regtest]`)
+    /// and starts the daemon.
+    pub async fn start(node: &Node, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let config = dir.path().join("config.toml");
+        let chains = Path::new(env!("CARGO_MANIFEST_DIR")).join("chains");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[daemon]
+data_dir = "{data}"
+admin_socket = "{socket}"
+chains_dir = "{chains}"
+
+[chains.regtest]
+rpc_url = "{url}"
+rpc_user = "test"
+rpc_password = "test"
+descriptor = "{desc}"
+poll_interval_ms = 100
+{extra}
+"#,
+                data = dir.path().join("data").display(),
+                socket = socket.display(),
+                chains = chains.display(),
+                url = node.url(),
+                desc = descriptor(),
+            ),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            child: None,
+            dir,
+            config,
+            socket,
+        };
+        d.restart().await;
+        d
+    }
+
+    /// Starts the daemon again on the same data, and waits until it has caught up.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("settled.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_settled"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("SETTLED_LOG", "settled=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("settled starts");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        wait_for("settled to answer and catch up", || {
+            let socket = socket.clone();
+            async move {
+                let mut a = Admin::connect(&socket).await.ok()?;
+                let s = a
+                    .call("chain.status", json!({"chain": "regtest"}))
+                    .await
+                    .ok()?;
+                let c = &s["chains"][0];
+                (c["running"] == json!(true)
+                    && c["last_poll_at"].is_i64()
+                    && c["lag_blocks"] == json!(0))
+                .then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// A new admin connection.
+    pub async fn admin(&self) -> Admin {
+        Admin::connect(&self.socket).await.unwrap()
+    }
+
+    /// The daemon's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("settled.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- settled log ---\n{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+/// A JSON-RPC client of the admin socket.
+pub struct Admin {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+    next: u64,
+}
+
+impl Admin {
+    /// Connects.
+    pub async fn connect(path: &Path) -> std::io::Result<Admin> {
+        let (r, w) = UnixStream::connect(path).await?.into_split();
+        Ok(Admin {
+            reader: BufReader::new(r),
+            writer: w,
+            next: 1,
+        })
+    }
+
+    /// Sends a raw line.
+    pub async fn send_line(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).await.unwrap();
+        self.writer.write_all(b"\n").await.unwrap();
+    }
+
+    /// Reads one message; `None` when the daemon closed the connection.
+    pub async fn read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("an answer in time")
+            .ok()?;
+        (n > 0).then(|| serde_json::from_str(&line).unwrap())
+    }
+
+    /// Calls a method: the result, or the error object.
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
+        let id = self.next;
+        self.next += 1;
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_line(&req.to_string()).await;
+        loop {
+            let msg = self
+                .read()
+                .await
+                .ok_or_else(|| json!("connection closed"))?;
+            if msg["id"] != json!(id) {
+                continue;
+            }
+            if let Some(e) = msg.get("error") {
+                return Err(e.clone());
+            }
+            return Ok(msg["result"].clone());
+        }
+    }
+
+    /// Calls a method that must succeed.
+    pub async fn ok(&mut self, method: &str, params: Value) -> Value {
+        self.call(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// Creates an invoice on regtest.
+    pub async fn invoice(&mut self, params: Value) -> Value {
+        let mut p = json!({"chain": "regtest"});
+        p.as_object_mut()
+            .unwrap()
+            .extend(params.as_object().unwrap().clone());
+        self.ok("invoice.create", p).await
+    }
+
+    /// Waits until the invoice satisfies `pred`, returning it.
+    pub async fn wait_invoice(
+        &mut self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let inv = self.ok("invoice.get", json!({"id": id})).await;
+            if pred(&inv) {
+                return inv;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}; invoice is {inv:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the invoice has `status`.
+    pub async fn wait_status(&mut self, id: &str, status: &str) -> Value {
+        self.wait_invoice(id, status, |i| i["status"] == json!(status))
+            .await
+    }
+
+    /// All events of one invoice.
+    pub async fn events_of(&mut self, id: &str) -> Vec<Value> {
+        let r = self
+            .ok("events.list", json!({"invoice_id": id, "limit": 1000}))
+            .await;
+        r["events"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the watcher has scanned `height`.
+    pub async fn wait_scanned(&mut self, height: u64) {
+        let start = Instant::now();
+        loop {
+            let s = self.ok("chain.status", json!({"chain": "regtest"})).await;
+            if s["chains"][0]["scanned_height"].as_u64() >= Some(height)
+                && s["chains"][0]["lag_blocks"] == json!(0)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for height {height}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Types of the events, in order.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A node and a funded payer, with settled running against them.
+pub async fn setup(extra: &str) -> (Node, Payer, Daemon) {
+    let node = Node::start().await;
+    let payer = Payer::fund(&node).await;
+    let daemon = Daemon::start(&node, extra).await;
+    (node, payer, daemon)
+}

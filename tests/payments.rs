@@ -1,0 +1,214 @@
+//! Invoices paid on a real regtest node: the happy path, installments, overpayment,
+//! expiry, late payments and zero-conf.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn addresses_match_bitcoin_core_and_are_never_reused() {
+    let (node, _payer, mut daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let expected = node.derive_addresses(&descriptor(), 19).await;
+    let mut got = Vec::new();
+    for i in 0..20 {
+        let inv = admin.invoice(json!({"amount": "0.01"})).await;
+        assert_eq!(inv["derivation_index"], json!(i));
+        got.push(inv["address"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, expected);
+
+    // The next index survives a restart.
+    daemon.kill();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.01"})).await;
+    assert_eq!(inv["derivation_index"], json!(20));
+    assert!(!expected.contains(&inv["address"].as_str().unwrap().to_string()));
+}
+
+#[tokio::test]
+async fn full_payment_waits_for_the_required_confirmations() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    // 2 BTC: the regtest tier above 1 BTC needs 3 confirmations.
+    let inv = admin
+        .invoice(json!({"amount": "2", "order_id": "order-1"}))
+        .await;
+    assert_eq!(inv["status"], "PENDING");
+    assert_eq!(inv["confirmations_required"], json!(3));
+    let id = inv["id"].as_str().unwrap();
+    let address = inv["address"].as_str().unwrap();
+
+    let tx = payer.pay(&node, address, "2", false).await;
+    let inv = admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
+    assert_eq!(inv["amount_paid"], "2");
+    assert_eq!(inv["amount_confirmed"], "0");
+    assert_eq!(inv["payments"][0]["state"], "PENDING");
+    assert_eq!(inv["payments"][0]["txid"], tx.compute_txid().to_string());
+
+    let me = payer.address.to_string();
+    node.mine_to(2, &me).await;
+    let h = node.height().await;
+    admin.wait_scanned(h).await;
+    let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(inv["status"], "WAITING_FOR_CONFIRMATIONS");
+    assert_eq!(inv["payments"][0]["confirmations"], json!(2));
+
+    node.mine_to(1, &me).await;
+    let inv = admin.wait_status(id, "COMPLETED").await;
+    assert_eq!(inv["amount_confirmed"], "2");
+    assert_eq!(inv["overpaid_amount"], "0");
+    assert!(inv["completed_at"].is_i64());
+    assert_eq!(
+        types(&admin.events_of(id).await),
+        [
+            "invoice.created",
+            "payment.detected",
+            "invoice.status_changed",
+            "payment.confirmed",
+            "invoice.status_changed"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn installments_add_up() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.5"})).await;
+    let id = inv["id"].as_str().unwrap();
+    let address = inv["address"].as_str().unwrap();
+    let me = payer.address.to_string();
+
+    payer.pay(&node, address, "0.2", false).await;
+    node.mine_to(1, &me).await;
+    let inv = admin.wait_status(id, "PARTIAL").await;
+    assert_eq!(inv["amount_paid"], "0.2");
+
+    payer.pay(&node, address, "0.3", false).await;
+    admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
+    node.mine_to(1, &me).await;
+    let inv = admin.wait_status(id, "COMPLETED").await;
+    assert_eq!(inv["amount_paid"], "0.5");
+    assert_eq!(inv["payments"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn overpayment_is_reported() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.15", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    let inv = admin.wait_status(id, "COMPLETED").await;
+    assert_eq!(inv["amount_paid"], "0.15");
+    assert_eq!(inv["overpaid_amount"], "0.05");
+}
+
+#[tokio::test]
+async fn expiry_unpaid_underpaid_then_a_late_payment() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let unpaid = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 2}))
+        .await;
+    let under = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 2}))
+        .await;
+    payer
+        .pay(&node, under["address"].as_str().unwrap(), "0.04", false)
+        .await;
+    let under_id = under["id"].as_str().unwrap();
+    admin.wait_status(under_id, "PARTIAL").await;
+
+    let unpaid_id = unpaid["id"].as_str().unwrap();
+    let inv = admin.wait_status(unpaid_id, "EXPIRED").await;
+    assert_eq!(inv["reason"], "unpaid");
+    let inv = admin.wait_status(under_id, "EXPIRED").await;
+    assert_eq!(inv["reason"], "underpaid");
+
+    // A late payment is tracked, confirmed and reported, but does not complete.
+    payer
+        .pay(&node, unpaid["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    let inv = admin.wait_status(unpaid_id, "EXPIRED_LATE_PAYMENT").await;
+    assert_eq!(inv["payments"][0]["late"], json!(true));
+    node.mine_to(1, &payer.address.to_string()).await;
+    let inv = admin
+        .wait_invoice(unpaid_id, "the late payment confirmed", |i| {
+            i["payments"][0]["confirmations"] == json!(1)
+        })
+        .await;
+    assert_eq!(inv["status"], "EXPIRED_LATE_PAYMENT");
+    assert_eq!(inv["amount_paid"], "0.1");
+    let t = types(&admin.events_of(unpaid_id).await);
+    assert!(t.contains(&"payment.confirmed".to_string()), "{t:?}");
+}
+
+#[tokio::test]
+async fn late_payments_complete_when_the_chain_accepts_them() {
+    let (node, mut payer, daemon) = setup("accept_late_payments = true").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 1}))
+        .await;
+    let id = inv["id"].as_str().unwrap();
+    admin.wait_status(id, "EXPIRED").await;
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin.wait_status(id, "COMPLETED").await;
+}
+
+#[tokio::test]
+async fn zero_conf_is_refused_for_rbf_signalling_transactions() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    // 0.0005 BTC: the regtest tier that accepts payments from the mempool.
+    let plain = admin.invoice(json!({"amount": "0.0005"})).await;
+    let rbf = admin.invoice(json!({"amount": "0.0005"})).await;
+    assert_eq!(plain["confirmations_required"], json!(0));
+    payer
+        .pay(&node, plain["address"].as_str().unwrap(), "0.0005", false)
+        .await;
+    let rbf_tx = payer
+        .pay(&node, rbf["address"].as_str().unwrap(), "0.0005", true)
+        .await;
+
+    admin
+        .wait_status(plain["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+    let rbf_id = rbf["id"].as_str().unwrap();
+    let inv = admin.wait_status(rbf_id, "WAITING_FOR_CONFIRMATIONS").await;
+    assert_eq!(inv["payments"][0]["rbf"], json!(true));
+    // It stays waiting while in the mempool ...
+    let h = node.height().await;
+    admin.wait_scanned(h).await;
+    assert!(node.in_mempool(&rbf_tx.compute_txid()).await);
+    let inv = admin.ok("invoice.get", json!({"id": rbf_id})).await;
+    assert_eq!(inv["status"], "WAITING_FOR_CONFIRMATIONS");
+    // ... and completes once mined.
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin.wait_status(rbf_id, "COMPLETED").await;
+}
+
+#[tokio::test]
+async fn open_mode_takes_the_first_payment_as_due() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"mode": "open"})).await;
+    assert_eq!(inv["amount_due"], json!(null));
+    let id = inv["id"].as_str().unwrap();
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.3", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    let inv = admin.wait_status(id, "COMPLETED").await;
+    assert_eq!(inv["amount_due"], "0.3");
+}
