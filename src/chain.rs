@@ -63,6 +63,8 @@ pub(crate) struct ChainStatus {
     pub(crate) scanned_hash: Option<String>,
     pub(crate) last_poll_at: Option<i64>,
     pub(crate) last_error: Option<String>,
+    /// A reorganisation touched final invoices: stays until the daemon restarts.
+    pub(crate) alarm: Option<String>,
 }
 
 /// One configured chain.
@@ -113,7 +115,8 @@ impl Chain {
             },
             "last_poll_at": s.last_poll_at,
             "watched_addresses": self.watchlist.len(),
-            "last_error": s.last_error,
+            "last_error": s.last_error.or_else(|| s.alarm.clone()),
+            "alarm": s.alarm,
         })
     }
 }

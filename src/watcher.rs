@@ -293,13 +293,15 @@ impl Watcher {
                 ..Default::default()
             },
         )?;
-        if !applied.final_reorged.is_empty() {
+        let final_depth = u64::from(policy.final_confirmations);
+        if depth >= final_depth || !applied.final_reorged.is_empty() {
             let msg = format!(
-                "ALARM: a reorganisation of {depth} blocks at height {fork} touched final invoices {:?}; \
-                 they stay COMPLETED, check the node",
+                "ALARM: a reorganisation of {depth} blocks above height {fork}, at least \
+                 final_confirmations ({final_depth}) deep; final invoices touched: {:?} (they stay COMPLETED)",
                 applied.final_reorged
             );
             tracing::error!(chain = %self.name(), "{msg}");
+            self.chain.set_status(|s| s.alarm = Some(msg));
         }
         Ok(())
     }

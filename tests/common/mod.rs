@@ -190,6 +190,14 @@ impl Node {
         deserialize_hex(hex.as_str().unwrap()).unwrap()
     }
 
+    /// The tip's timestamp: ahead of the clock after blocks mined in quick succession.
+    pub async fn tip_time(&self) -> i64 {
+        let best = self.rpc("getbestblockhash", json!([])).await;
+        self.rpc("getblockheader", json!([best])).await["time"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// Broadcasts a transaction.
     pub async fn send(&self, tx: &Transaction) -> Txid {
         let r = self
@@ -320,6 +328,17 @@ impl Payer {
         tx
     }
 
+    /// Spends `input` back to the payer, paying `fee` (a replacement or a conflict).
+    pub fn to_self(&mut self, input: Utxo, fee: Amount) -> Transaction {
+        self.build(input, &[], fee, true)
+    }
+
+    /// Forgets the change of a transaction that was replaced.
+    pub fn forget(&mut self, tx: &Transaction) {
+        let txid = tx.compute_txid();
+        self.utxos.retain(|u| u.outpoint.txid != txid);
+    }
+
     /// Pays `amount` BTC (a decimal string) to `address`, broadcasting it.
     pub async fn pay(&mut self, node: &Node, address: &str, btc: &str, rbf: bool) -> Transaction {
         let input = self.take();
@@ -335,6 +354,26 @@ impl Payer {
         node.send(&tx).await;
         tx
     }
+}
+
+/// An address nobody in the tests pays to: mining a replacement branch there gives
+/// its blocks other coinbases than the blocks they replace.
+pub fn other_address() -> String {
+    let secp = Secp256k1::new();
+    let secret = SecretKey::from_slice(&[0x43; 32]).unwrap();
+    Address::p2wpkh(
+        &CompressedPublicKey(secret.public_key(&secp)),
+        Network::Regtest,
+    )
+    .to_string()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn script_of(address: &str) -> ScriptBuf {
@@ -479,8 +518,13 @@ impl Admin {
 
     /// Sends a raw line.
     pub async fn send_line(&mut self, line: &str) {
-        self.writer.write_all(line.as_bytes()).await.unwrap();
-        self.writer.write_all(b"\n").await.unwrap();
+        self.try_send_line(line).await.unwrap();
+    }
+
+    /// Sends a raw line; the daemon may close the connection before it is all sent.
+    pub async fn try_send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.writer.write_all(line.as_bytes()).await?;
+        self.writer.write_all(b"\n").await
     }
 
     /// Reads one message; `None` when the daemon closed the connection.

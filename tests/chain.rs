@@ -1,0 +1,251 @@
+//! The chain moving under an invoice: RBF replacement, reorganisations, and the daemon
+//! killed while payments and blocks keep coming.
+
+mod common;
+
+use bitcoin::Amount;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn rbf_replacement_paying_elsewhere_drops_the_payment() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    let coin = payer.take();
+    let to_us = payer.build(
+        coin,
+        &[(
+            inv["address"].as_str().unwrap(),
+            Amount::from_sat(10_000_000),
+        )],
+        Amount::from_sat(1_000),
+        true,
+    );
+    node.send(&to_us).await;
+    admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
+
+    // The payer replaces it, paying themselves instead.
+    payer.forget(&to_us);
+    let elsewhere = payer.to_self(coin, Amount::from_sat(10_000));
+    node.send(&elsewhere).await;
+    let inv = admin.wait_status(id, "PENDING").await;
+    assert_eq!(inv["payments"][0]["state"], "DROPPED");
+    assert_eq!(inv["amount_paid"], "0");
+    let t = types(&admin.events_of(id).await);
+    assert_eq!(
+        t,
+        [
+            "invoice.created",
+            "payment.detected",
+            "invoice.status_changed",
+            "payment.dropped",
+            "invoice.status_changed"
+        ]
+    );
+    // Mining the replacement changes nothing more.
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin.wait_scanned(node.height().await).await;
+    let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(inv["status"], "PENDING");
+}
+
+#[tokio::test]
+async fn reorg_reverts_a_completed_invoice() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    let coin = payer.take();
+    let tx = payer.build(
+        coin,
+        &[(
+            inv["address"].as_str().unwrap(),
+            Amount::from_sat(10_000_000),
+        )],
+        Amount::from_sat(1_000),
+        false,
+    );
+    node.send(&tx).await;
+    let me = payer.address.to_string();
+    let block = node.mine_to(1, &me).await.remove(0);
+    admin.wait_status(id, "COMPLETED").await;
+
+    // The block is reorganised out; the transaction goes back to the mempool.
+    node.rpc("invalidateblock", json!([block])).await;
+    let inv = admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
+    assert_eq!(inv["payments"][0]["state"], "PENDING");
+    assert_eq!(inv["payments"][0]["block_hash"], json!(null));
+    let t = types(&admin.events_of(id).await);
+    assert!(t.contains(&"invoice.reverted".to_string()), "{t:?}");
+
+    // The new branch spends the same coin elsewhere: the payment is gone for good.
+    payer.forget(&tx);
+    let conflict = payer.to_self(coin, Amount::from_sat(2_000));
+    node.mine_block_with(&me, &[&conflict]).await;
+    node.mine_to(1, &me).await;
+    let inv = admin.wait_status(id, "PENDING").await;
+    assert_eq!(inv["payments"][0]["state"], "DROPPED");
+    let t = types(&admin.events_of(id).await);
+    assert_eq!(
+        t.iter().filter(|t| *t == "payment.dropped").count(),
+        1,
+        "{t:?}"
+    );
+}
+
+#[tokio::test]
+async fn reorg_that_mines_the_payment_again_keeps_it() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    let tx = payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    let me = payer.address.to_string();
+    let old = node.mine_to(1, &me).await.remove(0);
+    admin.wait_status(id, "COMPLETED").await;
+    // A longer branch that holds the same transaction one block higher.
+    node.rpc("invalidateblock", json!([old])).await;
+    node.mine_block_with(&me, &[]).await;
+    node.mine_block_with(&me, &[&tx]).await;
+    let tip = node.rpc("getbestblockhash", json!([])).await;
+    let inv = admin
+        .wait_invoice(id, "the payment in the new branch", |i| {
+            i["payments"][0]["block_hash"] == tip
+        })
+        .await;
+    assert_eq!(inv["status"], "COMPLETED");
+    assert_eq!(inv["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(inv["amount_paid"], "0.1");
+}
+
+#[tokio::test]
+async fn a_final_invoice_is_not_rolled_back_and_the_reorg_is_an_alarm() {
+    let (node, mut payer, daemon) = setup("final_confirmations = 2").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    let me = payer.address.to_string();
+    let blocks = node.mine_to(2, &me).await;
+    admin.wait_status(id, "COMPLETED").await;
+    admin.wait_scanned(node.height().await).await;
+
+    node.rpc("invalidateblock", json!([blocks[0]])).await;
+    node.mine_to(3, &other_address()).await;
+    let status = wait_for("the alarm in chain.status", || async {
+        let mut a = daemon.admin().await;
+        let s = a.ok("chain.status", json!({"chain": "regtest"})).await;
+        s["chains"][0]["alarm"].is_string().then_some(s)
+    })
+    .await;
+    assert!(
+        status["chains"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ALARM")
+    );
+    let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(inv["status"], "COMPLETED");
+    assert!(!types(&admin.events_of(id).await).contains(&"invoice.reverted".to_string()));
+}
+
+#[tokio::test]
+async fn reorg_deeper_than_max_reorg_depth_stops_the_chain() {
+    let (node, payer, daemon) = setup("final_confirmations = 2\nmax_reorg_depth = 3").await;
+    let mut admin = daemon.admin().await;
+    let me = payer.address.to_string();
+    let blocks = node.mine_to(5, &me).await;
+    admin.wait_scanned(node.height().await).await;
+    node.rpc("invalidateblock", json!([blocks[0]])).await;
+    node.mine_to(7, &other_address()).await;
+    let s = wait_for("the chain to stop", || async {
+        let mut a = daemon.admin().await;
+        let s = a.ok("chain.status", json!({"chain": "regtest"})).await;
+        (s["chains"][0]["running"] == json!(false)).then_some(s)
+    })
+    .await;
+    let err = s["chains"][0]["last_error"].as_str().unwrap();
+    assert!(err.contains("max_reorg_depth"), "{err}");
+}
+
+#[tokio::test]
+async fn killed_daemon_catches_up_without_counting_twice() {
+    let (node, mut payer, mut daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let seen = admin.invoice(json!({"amount": "0.5"})).await;
+    let unseen = admin.invoice(json!({"amount": "0.5"})).await;
+    let (seen_id, unseen_id) = (seen["id"].as_str().unwrap(), unseen["id"].as_str().unwrap());
+    payer
+        .pay(&node, seen["address"].as_str().unwrap(), "0.5", false)
+        .await;
+    admin
+        .wait_status(seen_id, "WAITING_FOR_CONFIRMATIONS")
+        .await;
+
+    daemon.kill();
+    // While it is down: the first payment is mined, a second is paid and mined.
+    let me = payer.address.to_string();
+    node.mine_to(2, &me).await;
+    payer
+        .pay(&node, unseen["address"].as_str().unwrap(), "0.5", false)
+        .await;
+    node.mine_to(3, &me).await;
+    daemon.restart().await;
+
+    let mut admin = daemon.admin().await;
+    for id in [seen_id, unseen_id] {
+        let inv = admin.wait_status(id, "COMPLETED").await;
+        assert_eq!(inv["amount_paid"], "0.5");
+        assert_eq!(inv["payments"].as_array().unwrap().len(), 1);
+        let t = types(&admin.events_of(id).await);
+        assert_eq!(
+            t.iter().filter(|t| *t == "payment.detected").count(),
+            1,
+            "{t:?}"
+        );
+        assert_eq!(
+            t.iter().filter(|t| *t == "payment.confirmed").count(),
+            1,
+            "{t:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_payment_made_on_time_while_the_daemon_was_down_is_on_time() {
+    let (node, mut payer, mut daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    // The next block's time is at most one second past the tip's, which may be ahead
+    // of the clock: expire a few seconds after that.
+    let expires_in = (node.tip_time().await - unix_now()).max(0) + 5;
+    let inv = admin
+        .invoice(json!({"amount": "0.2", "expires_in": expires_in}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_string();
+    let expires_at = inv["expires_at"].as_i64().unwrap();
+    daemon.kill();
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.2", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    wait_for("expires_at to pass", || async {
+        (unix_now() > expires_at + 1).then_some(())
+    })
+    .await;
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.wait_status(&id, "COMPLETED").await;
+    assert_eq!(inv["payments"][0]["late"], json!(false));
+    let t = types(&admin.events_of(&id).await);
+    let events = admin.events_of(&id).await;
+    assert!(
+        events.iter().all(|e| e["data"]["to"] != "EXPIRED"),
+        "the invoice never expired: {t:?}"
+    );
+}
