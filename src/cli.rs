@@ -83,7 +83,7 @@ enum CtlCommand {
 #[derive(Subcommand)]
 enum InvoiceCommand {
     /// Create an invoice.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show one invoice.
     Get { id: String },
     /// List invoices, newest first.

@@ -245,6 +245,9 @@ pub(crate) struct NewInvoice {
     pub(crate) request: String,
 }
 
+/// The invoice object, and the script to watch when the invoice is new (not a retry).
+pub(crate) type Created = (Value, Option<(Vec<u8>, String)>);
+
 /// `invoice.list` filters.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ListFilter {
@@ -373,7 +376,7 @@ impl Store {
         new: NewInvoice,
         key_id: &str,
         derive: impl Fn(u32) -> Result<(String, Vec<u8>), String>,
-    ) -> StoreResult<(Value, Option<(Vec<u8>, String)>)> {
+    ) -> StoreResult<Created> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some(key) = &new.idempotency_key {

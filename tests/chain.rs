@@ -28,7 +28,7 @@ async fn rbf_replacement_paying_elsewhere_drops_the_payment() {
 
     // The payer replaces it, paying themselves instead.
     payer.forget(&to_us);
-    let elsewhere = payer.to_self(coin, Amount::from_sat(10_000));
+    let elsewhere = payer.spend_to_self(coin, Amount::from_sat(10_000));
     node.send(&elsewhere).await;
     let inv = admin.wait_status(id, "PENDING").await;
     assert_eq!(inv["payments"][0]["state"], "DROPPED");
@@ -82,7 +82,7 @@ async fn reorg_reverts_a_completed_invoice() {
 
     // The new branch spends the same coin elsewhere: the payment is gone for good.
     payer.forget(&tx);
-    let conflict = payer.to_self(coin, Amount::from_sat(2_000));
+    let conflict = payer.spend_to_self(coin, Amount::from_sat(2_000));
     node.mine_block_with(&me, &[&conflict]).await;
     node.mine_to(1, &me).await;
     let inv = admin.wait_status(id, "PENDING").await;

@@ -67,6 +67,16 @@ pub fn bitcoind_path() -> PathBuf {
     p
 }
 
+/// The settled binary: cargo's for the tests, `SETTLED_BIN` for the demo.
+pub fn settled_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_settled") {
+        return p.into();
+    }
+    std::env::var_os("SETTLED_BIN")
+        .map(PathBuf::from)
+        .expect("SETTLED_BIN names the settled binary")
+}
+
 /// Polls `f` until it returns `Some`, or fails the test with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
 where
@@ -329,7 +339,7 @@ impl Payer {
     }
 
     /// Spends `input` back to the payer, paying `fee` (a replacement or a conflict).
-    pub fn to_self(&mut self, input: Utxo, fee: Amount) -> Transaction {
+    pub fn spend_to_self(&mut self, input: Utxo, fee: Amount) -> Transaction {
         self.build(input, &[], fee, true)
     }
 
@@ -442,7 +452,7 @@ poll_interval_ms = 100
             .append(true)
             .open(self.dir.path().join("settled.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_settled"))
+        let child = Command::new(settled_bin())
             .arg("--config")
             .arg(&self.config)
             .env("SETTLED_LOG", "settled=debug,info")
