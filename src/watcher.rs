@@ -242,6 +242,21 @@ impl Watcher {
     async fn reorg(&mut self, cur: &crate::store::Cursor) -> Result<(), WatchError> {
         let policy = &self.chain.settings.policy;
         let node_height = self.node().block_count().await?;
+        if node_height < cur.height {
+            // A node whose tip is an ancestor of ours is behind (restarting, replaying,
+            // lost unflushed blocks, or a new node still syncing), not reorganised:
+            // wait, never roll back. Only a different hash we hold proves a fork.
+            let ours = self.store.block_hash(self.name(), node_height)?;
+            let theirs = self.node().block_hash(node_height).await?;
+            if ours.is_none() || ours == theirs.map(|h| h.to_string()) {
+                return Err(NodeError::Transient(format!(
+                    "the node is behind: its tip is at height {node_height}, settled has scanned {}; \
+                     waiting for it to catch up",
+                    cur.height
+                ))
+                .into());
+            }
+        }
         let mut h = cur.height.min(node_height);
         let (fork, fork_hash) = loop {
             if cur.height - h > u64::from(policy.max_reorg_depth) {

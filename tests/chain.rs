@@ -72,8 +72,22 @@ async fn reorg_reverts_a_completed_invoice() {
     let block = node.mine_to(1, &me).await.remove(0);
     admin.wait_status(id, "COMPLETED").await;
 
-    // The block is reorganised out; the transaction goes back to the mempool.
+    // The node drops the block: a shorter chain on the same branch is a node behind,
+    // not a reorganisation. settled waits and says so.
     node.rpc("invalidateblock", json!([block])).await;
+    admin
+        .wait_chain("the node reported behind", |c| {
+            c["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("behind"))
+        })
+        .await;
+    let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(inv["status"], "COMPLETED");
+
+    // A competing block without the payment: now it is a reorganisation, and the
+    // transaction is back in the mempool.
+    node.mine_block_with(&other_address(), &[]).await;
     let inv = admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
     assert_eq!(inv["payments"][0]["state"], "PENDING");
     assert_eq!(inv["payments"][0]["block_hash"], json!(null));
@@ -138,18 +152,10 @@ async fn a_final_invoice_is_not_rolled_back_and_the_reorg_is_an_alarm() {
 
     node.rpc("invalidateblock", json!([blocks[0]])).await;
     node.mine_to(3, &other_address()).await;
-    let status = wait_for("the alarm in chain.status", || async {
-        let mut a = daemon.admin().await;
-        let s = a.ok("chain.status", json!({"chain": "regtest"})).await;
-        s["chains"][0]["alarm"].is_string().then_some(s)
-    })
-    .await;
-    assert!(
-        status["chains"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("ALARM")
-    );
+    let c = admin
+        .wait_chain("the alarm in chain.status", |c| c["alarm"].is_string())
+        .await;
+    assert!(c["last_error"].as_str().unwrap().contains("ALARM"), "{c}");
     let inv = admin.ok("invoice.get", json!({"id": id})).await;
     assert_eq!(inv["status"], "COMPLETED");
     assert!(!types(&admin.events_of(id).await).contains(&"invoice.reverted".to_string()));
@@ -164,13 +170,10 @@ async fn reorg_deeper_than_max_reorg_depth_stops_the_chain() {
     admin.wait_scanned(node.height().await).await;
     node.rpc("invalidateblock", json!([blocks[0]])).await;
     node.mine_to(7, &other_address()).await;
-    let s = wait_for("the chain to stop", || async {
-        let mut a = daemon.admin().await;
-        let s = a.ok("chain.status", json!({"chain": "regtest"})).await;
-        (s["chains"][0]["running"] == json!(false)).then_some(s)
-    })
-    .await;
-    let err = s["chains"][0]["last_error"].as_str().unwrap();
+    let c = admin
+        .wait_chain("the chain to stop", |c| c["running"] == json!(false))
+        .await;
+    let err = c["last_error"].as_str().unwrap();
     assert!(err.contains("max_reorg_depth"), "{err}");
 }
 

@@ -95,11 +95,16 @@ where
 
 /// A regtest node of our own.
 pub struct Node {
-    child: Child,
+    child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub rpc_port: u16,
+    p2p_port: u16,
     http: corepc_client::Client,
 }
+
+// `-rpcauth` for user "test", password "test" (salted HMAC-SHA256, as Core's
+// rpcauth.py writes it). Unlike -rpcpassword it leaves the cookie file on too.
+const RPCAUTH: &str = "test:0123456789abcdef0123456789abcdef$3aeecd2a3f581a29df60e4e8f9bd0b7f2ed98f94b21df0f4721a7ac59fbd533c";
 
 /// A spendable output of the payer.
 #[derive(Debug, Clone, Copy)]
@@ -111,19 +116,34 @@ pub struct Utxo {
 impl Node {
     /// Starts `bitcoind -regtest` and waits for its RPC.
     pub async fn start() -> Node {
-        let dir = tempfile::tempdir().unwrap();
         let rpc_port = free_port();
-        let p2p_port = free_port();
+        let mut node = Node {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            rpc_port,
+            p2p_port: free_port(),
+            http: corepc_client::Client::new_with_auth(
+                &format!("http://127.0.0.1:{rpc_port}"),
+                corepc_client::Auth::UserPass("test".into(), "test".into()),
+            )
+            .unwrap(),
+        };
+        node.restart().await;
+        node
+    }
+
+    /// Starts the node again on the same data and ports.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the node is running");
         let child = Command::new(bitcoind_path())
             .args([
                 "-regtest",
-                &format!("-datadir={}", dir.path().display()),
-                &format!("-rpcport={rpc_port}"),
-                &format!("-port={p2p_port}"),
+                &format!("-datadir={}", self.dir.path().display()),
+                &format!("-rpcport={}", self.rpc_port),
+                &format!("-port={}", self.p2p_port),
                 "-rpcbind=127.0.0.1",
                 "-rpcallowip=127.0.0.1",
-                "-rpcuser=test",
-                "-rpcpassword=test",
+                &format!("-rpcauth={RPCAUTH}"),
                 "-listen=0",
                 "-dnsseed=0",
                 "-fixedseeds=0",
@@ -134,21 +154,38 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("bitcoind starts");
-        let node = Node {
-            child,
-            dir,
-            rpc_port,
-            http: corepc_client::Client::new_with_auth(
-                &format!("http://127.0.0.1:{rpc_port}"),
-                corepc_client::Auth::UserPass("test".into(), "test".into()),
-            )
-            .unwrap(),
-        };
+        self.child = Some(child);
         wait_for("bitcoind's RPC", || async {
-            node.try_rpc("getblockchaininfo", json!([])).await.ok()
+            self.try_rpc("getblockchaininfo", json!([])).await.ok()
         })
         .await;
-        node
+    }
+
+    /// Stops the node the way an operator would (`stop`), and waits until it is gone.
+    pub async fn stop(&mut self) {
+        let _ = self.try_rpc("stop", json!([])).await;
+        if let Some(mut c) = self.child.take() {
+            let _ = tokio::task::spawn_blocking(move || c.wait()).await;
+        }
+    }
+
+    /// SIGKILL: the node loses what it had not flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Deletes the stopped node's chain: it restarts as a fresh node at genesis.
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "the node is running");
+        std::fs::remove_dir_all(self.dir.path().join("regtest")).unwrap();
+    }
+
+    /// The cookie file the node writes for RPC clients.
+    pub fn cookie_file(&self) -> PathBuf {
+        self.dir.path().join("regtest/.cookie")
     }
 
     /// The RPC URL.
@@ -242,8 +279,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -406,6 +442,11 @@ impl Daemon {
     /// Writes a config for `node` (with `extra` lines appended to `[chains.regtest]`)
     /// and starts the daemon.
     pub async fn start(node: &Node, extra: &str) -> Daemon {
+        Daemon::start_with_auth(node, "rpc_user = \"test\"\nrpc_password = \"test\"", extra).await
+    }
+
+    /// As [`Daemon::start`], with the given auth lines.
+    pub async fn start_with_auth(node: &Node, auth: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let config = dir.path().join("config.toml");
@@ -420,8 +461,7 @@ chains_dir = "{chains}"
 
 [chains.regtest]
 rpc_url = "{url}"
-rpc_user = "test"
-rpc_password = "test"
+{auth}
 descriptor = "{desc}"
 poll_interval_ms = 100
 {extra}
@@ -619,22 +659,26 @@ impl Admin {
         r["events"].as_array().unwrap().clone()
     }
 
-    /// Waits until the watcher has scanned `height`.
-    pub async fn wait_scanned(&mut self, height: u64) {
+    /// Waits until regtest's `chain.status` entry satisfies `pred`, returning it.
+    pub async fn wait_chain(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let s = self.ok("chain.status", json!({"chain": "regtest"})).await;
-            if s["chains"][0]["scanned_height"].as_u64() >= Some(height)
-                && s["chains"][0]["lag_blocks"] == json!(0)
-            {
-                return;
+            let c = s["chains"][0].clone();
+            if pred(&c) {
+                return c;
             }
-            assert!(
-                start.elapsed() < WAIT,
-                "timed out waiting for height {height}: {s}"
-            );
+            assert!(start.elapsed() < WAIT, "timed out waiting for {what}: {c}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the watcher has scanned `height` and is at the node's tip.
+    pub async fn wait_scanned(&mut self, height: u64) {
+        self.wait_chain(&format!("height {height} scanned"), |c| {
+            c["scanned_height"].as_u64() >= Some(height) && c["lag_blocks"] == json!(0)
+        })
+        .await;
     }
 }
 

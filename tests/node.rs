@@ -1,0 +1,143 @@
+//! The node as an operator sees it: down and back, cookie auth, and rescans for
+//! payments to addresses no longer watched.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn node_down_is_reported_and_holds_expiry_until_it_is_back() {
+    let (mut node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 2}))
+        .await;
+    let id = inv["id"].as_str().unwrap();
+    let expires_at = inv["expires_at"].as_i64().unwrap();
+
+    node.stop().await;
+    let c = admin
+        .wait_chain("the node reported down", |c| {
+            c["node_reachable"] == json!(false)
+        })
+        .await;
+    assert!(
+        c["last_error"].as_str().unwrap().contains("unreachable"),
+        "{c}"
+    );
+    assert_eq!(c["running"], json!(true));
+    // Past expires_at, but the watcher has not seen the node since: no expiry.
+    wait_for("expires_at to pass", || async {
+        (unix_now() > expires_at + 1).then_some(())
+    })
+    .await;
+    let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(inv["status"], "PENDING");
+
+    node.restart().await;
+    let c = admin
+        .wait_chain("the node back", |c| {
+            c["node_reachable"] == json!(true) && c["last_error"].is_null()
+        })
+        .await;
+    assert_eq!(c["lag_blocks"], json!(0));
+    let inv = admin.wait_status(id, "EXPIRED").await;
+    assert_eq!(inv["reason"], "unpaid");
+
+    // Payments are followed again.
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin
+        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+}
+
+#[tokio::test]
+async fn cookie_file_auth() {
+    let node = Node::start().await;
+    let mut payer = Payer::fund(&node).await;
+    let auth = format!("rpc_cookie_file = \"{}\"", node.cookie_file().display());
+    let daemon = Daemon::start_with_auth(&node, &auth, "").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin
+        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+}
+
+#[tokio::test]
+async fn rescan_finds_a_payment_to_an_address_no_longer_watched() {
+    let (node, mut payer, mut daemon) = setup("late_payment_window = 1").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    admin.ok("invoice.void", json!({"id": id})).await;
+    let closed = unix_now();
+    wait_for("the late payment window to pass", || async {
+        (unix_now() > closed + 2).then_some(())
+    })
+    .await;
+    // A restart rebuilds the watchlist: the voided invoice is no longer in it.
+    daemon.kill();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let c = admin.wait_chain("any status", |_| true).await;
+    assert_eq!(c["watched_addresses"], json!(0));
+
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin.wait_scanned(node.height().await).await;
+    let got = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(got["payments"], json!([]));
+
+    let r = admin.ok("invoice.rescan", json!({"id": id})).await;
+    assert_eq!(r, json!({"payments_found": 1}));
+    let got = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(got["payments"][0]["amount"], "0.1");
+    assert_eq!(got["payments"][0]["state"], "CONFIRMED");
+    assert_eq!(got["status"], "VOIDED");
+    // Found once, counted once.
+    let r = admin
+        .ok("invoice.rescan", json!({"id": id, "from_height": 0}))
+        .await;
+    assert_eq!(r, json!({"payments_found": 0}));
+    let t = types(&admin.events_of(id).await);
+    assert_eq!(
+        t.iter().filter(|t| *t == "payment.detected").count(),
+        1,
+        "{t:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_behind_is_waited_for_not_followed_back() {
+    let (mut node, _payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let height = node.height().await;
+    admin.wait_scanned(height).await;
+    // The node comes back without its chain (a fresh node still syncing, or one that
+    // lost unflushed blocks): settled must wait for it, not roll its invoices back.
+    node.kill();
+    node.wipe();
+    node.restart().await;
+    assert_eq!(node.height().await, 0);
+    let c = admin
+        .wait_chain("the node reported behind", |c| {
+            c["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("behind"))
+        })
+        .await;
+    assert_eq!(c["running"], json!(true));
+    assert_eq!(c["scanned_height"], json!(height));
+}
