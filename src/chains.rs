@@ -114,30 +114,22 @@ impl ChainFile {
 }
 
 /// An asset that can be paid, with the decimals its amounts have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Asset {
     pub(crate) symbol: String,
     pub(crate) decimals: u8,
 }
 
 /// A confirmation tier in base units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tier {
     /// `None` is "the rest".
-    #[serde(serialize_with = "ser_units")]
     pub(crate) up_to: Option<U256>,
     pub(crate) required: u32,
 }
 
-fn ser_units<S: serde::Serializer>(v: &Option<U256>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(u) => s.serialize_str(&u.to_string()),
-        None => s.serialize_none(),
-    }
-}
-
 /// The effective settlement policy of one chain, after the config's overrides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Policy {
     pub(crate) final_confirmations: u32,
     pub(crate) confirmation_window: u64,

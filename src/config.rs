@@ -339,8 +339,25 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
             c.network.map(|n| n.to_string()).unwrap_or_default(),
             if c.enabled { "enabled" } else { "disabled" },
         ));
-        for line in toml::to_string_pretty(&c.policy)?.lines() {
-            out.push_str(&format!("#   {line}\n"));
+        let p = &c.policy;
+        out.push_str(&format!(
+            "#   final_confirmations = {}\n#   confirmation_window = {}\n#   late_payment_window = {}\n\
+             #   accept_late_payments = {}\n#   max_reorg_depth = {}\n",
+            p.final_confirmations,
+            p.confirmation_window,
+            p.late_payment_window,
+            p.accept_late_payments,
+            p.max_reorg_depth
+        ));
+        for t in &p.tiers {
+            let up_to = t.up_to.map_or("any amount".to_string(), |u| {
+                format!(
+                    "up to {} {}",
+                    crate::amount::format(u, c.native.decimals),
+                    c.native.symbol
+                )
+            });
+            out.push_str(&format!("#   {up_to}: {} confirmation(s)\n", t.required));
         }
         if let Some(a) = &c.addresses {
             out.push_str(&format!(
