@@ -214,12 +214,13 @@ impl Watcher {
                 s.scanned_height = Some(cur.height);
                 s.scanned_hash = Some(cur.hash.clone());
             });
-            let Some(next) = self.node().block_hash(cur.height + 1).await? else {
-                if self.node().best_block_hash().await?.to_string() != cur.hash {
-                    self.reorg(&cur).await?;
-                    continue;
-                }
+            // Compare tips first: the steady state costs one call.
+            if self.node().best_block_hash().await?.to_string() == cur.hash {
                 return Ok(());
+            }
+            let Some(next) = self.node().block_hash(cur.height + 1).await? else {
+                self.reorg(&cur).await?;
+                continue;
             };
             let block = self.node().block(&next).await?;
             if block.header.prev_blockhash.to_string() != cur.hash {
