@@ -233,14 +233,7 @@ async fn events_subscribe_skips_nothing_between_backlog_and_live() {
     let r = sub.ok("events.subscribe", json!({"after_seq": 1})).await;
     assert_eq!(r, json!({"subscribed": true}));
     // Live events while the backlog is being sent.
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
-    admin
-        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
-        .await;
+    completed_invoice(&mut admin, &node, &mut payer, "0.1").await;
 
     let all = admin.ok("events.list", json!({"after_seq": 1})).await;
     let want: Vec<i64> = all["events"]

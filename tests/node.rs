@@ -46,14 +46,7 @@ async fn node_down_is_reported_and_holds_expiry_until_it_is_back() {
     assert_eq!(inv["reason"], "unpaid");
 
     // Payments are followed again.
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
-    admin
-        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
-        .await;
+    completed_invoice(&mut admin, &node, &mut payer, "0.1").await;
 }
 
 #[tokio::test]
@@ -63,14 +56,7 @@ async fn cookie_file_auth() {
     let auth = format!("rpc_cookie_file = \"{}\"", node.cookie_file().display());
     let daemon = Daemon::start_with_auth(&node, &auth, "").await;
     let mut admin = daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
-    admin
-        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
-        .await;
+    completed_invoice(&mut admin, &node, &mut payer, "0.1").await;
 }
 
 #[tokio::test]

@@ -682,6 +682,24 @@ impl Admin {
     }
 }
 
+/// Creates an invoice for `btc`, pays it in full, mines a block, and waits until it
+/// is `COMPLETED` (one confirmation: amounts from 0.001 to 1 BTC on regtest).
+pub async fn completed_invoice(
+    admin: &mut Admin,
+    node: &Node,
+    payer: &mut Payer,
+    btc: &str,
+) -> Value {
+    let inv = admin.invoice(json!({ "amount": btc })).await;
+    payer
+        .pay(node, inv["address"].as_str().unwrap(), btc, false)
+        .await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin
+        .wait_status(inv["id"].as_str().unwrap(), "COMPLETED")
+        .await
+}
+
 /// Types of the events, in order.
 pub fn types(events: &[Value]) -> Vec<String> {
     events

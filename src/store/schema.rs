@@ -1,0 +1,106 @@
+//! The schema: versioned migrations, run by one function; `PRAGMA user_version`
+//! counts those already run.
+
+use rusqlite::Connection;
+
+/// The migrations, in order: `PRAGMA user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE invoices (
+    id TEXT PRIMARY KEY,
+    chain TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    script BLOB NOT NULL,
+    derivation_index INTEGER NOT NULL,
+    amount_due TEXT,
+    tolerance TEXT NOT NULL,
+    confirmations INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    decision TEXT,
+    order_id TEXT,
+    client_id TEXT,
+    email TEXT,
+    title TEXT,
+    description TEXT,
+    callback_url TEXT,
+    metadata TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request TEXT,
+    created_height INTEGER,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    closed_at INTEGER
+) STRICT;
+CREATE INDEX invoices_chain_status ON invoices(chain, status);
+CREATE INDEX invoices_order ON invoices(order_id);
+CREATE TABLE payments (
+    chain TEXT NOT NULL,
+    txid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    invoice_id TEXT NOT NULL REFERENCES invoices(id),
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL,
+    block_height INTEGER,
+    block_hash TEXT,
+    seen_at INTEGER NOT NULL,
+    rbf INTEGER NOT NULL,
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    confirmed_notified INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (chain, txid, idx)
+) STRICT;
+CREATE INDEX payments_invoice ON payments(invoice_id);
+CREATE INDEX payments_height ON payments(chain, block_height);
+CREATE INDEX payments_unnotified ON payments(chain) WHERE confirmed_notified = 0;
+CREATE TABLE blocks (
+    chain TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (chain, height)
+) STRICT;
+CREATE TABLE cursors (
+    chain TEXT PRIMARY KEY,
+    height INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    synced_at INTEGER,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    invoice_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    data TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_invoice ON events(invoice_id, seq);
+CREATE TABLE derivation (
+    chain TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    next_index INTEGER NOT NULL,
+    PRIMARY KEY (chain, key_id)
+) STRICT;
+"#];
+
+/// Runs the migrations not yet run, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database is at schema version {done}, newer than this settled knows ({}): \
+             refusing to run an older settled on it",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

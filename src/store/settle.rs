@@ -1,0 +1,466 @@
+//! Settling: a watcher step (blocks disconnected and connected, mempool payments,
+//! evictions) applied in one transaction with the new cursor, then every invoice it
+//! may move judged again by the lifecycle function, with its events.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::json;
+
+use super::{Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments};
+use crate::amount::U256;
+use crate::chains::Policy;
+use crate::events::{self, EventKind};
+use crate::invoice::{Decision, Reason, Status, invoice_json, payment_json};
+use crate::lifecycle::{self, Facts};
+
+/// A payment the watcher found (output `index` of `txid` paying the invoice).
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) invoice_id: String,
+    pub(crate) txid: String,
+    pub(crate) index: u32,
+    pub(crate) amount: U256,
+    pub(crate) rbf: bool,
+}
+
+/// A block to connect, with the payments it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockFound {
+    pub(crate) height: u64,
+    pub(crate) hash: String,
+    pub(crate) time: i64,
+    pub(crate) payments: Vec<Found>,
+}
+
+/// Everything one step of a watcher changes, committed at once.
+#[derive(Debug, Default)]
+pub(crate) struct ChainUpdate {
+    /// Blocks above this height leave the best chain (a reorganisation).
+    pub(crate) disconnect_above: Option<u64>,
+    /// Blocks connected in order; the last one becomes the cursor.
+    pub(crate) connect: Vec<BlockFound>,
+    /// Payments found by a rescan in blocks already behind the cursor.
+    pub(crate) rescanned: Vec<BlockFound>,
+    /// Payments seen in the mempool.
+    pub(crate) mempool: Vec<Found>,
+    /// `PENDING` payments whose transaction left the mempool unmined (judged at the tip).
+    pub(crate) evicted: Vec<String>,
+    /// Start of a poll that reached the tip and looked at the mempool.
+    pub(crate) synced_at: Option<i64>,
+}
+
+/// What a chain update did that the watcher must act on.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Payments newly recorded.
+    pub(crate) new_payments: usize,
+    /// Final invoices whose payments a reorganisation touched: an alarm.
+    pub(crate) final_reorged: Vec<String>,
+}
+
+/// Number of recent block hashes kept per chain beyond the reorg limit.
+const EXTRA_BLOCKS_KEPT: u64 = 10;
+
+impl Store {
+    /// Applies one watcher step: blocks, payments, evictions, the new cursor and every
+    /// status change with its events, in one transaction.
+    pub(crate) fn apply(&self, chain: &str, up: ChainUpdate) -> StoreResult<Applied> {
+        let rules = self.rules(chain)?.clone();
+        let now = (self.clock)();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut applied = Applied::default();
+        let mut changes: Vec<(String, PaymentChange)> = Vec::new();
+
+        if let Some(fork) = up.disconnect_above {
+            let mut st = tx.prepare(
+                "SELECT p.invoice_id, p.txid, p.idx, i.decision FROM payments p JOIN invoices i ON i.id = p.invoice_id
+                 WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND p.block_height > ?2",
+            )?;
+            let rows: Vec<(String, String, u32, Option<String>)> = st
+                .query_map(params![chain, fork], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            drop(st);
+            for (inv, txid, idx, decision) in rows {
+                if decision.as_deref() == Some(Decision::Final.as_str()) {
+                    applied.final_reorged.push(inv.clone());
+                }
+                changes.push((inv, PaymentChange::Unconfirmed { txid, idx }));
+            }
+            // Back to the mempool as far as we know; the next look at the mempool at the
+            // tip tells whether it is still there or dropped.
+            tx.execute(
+                "UPDATE payments SET state = 'PENDING', block_height = NULL, block_hash = NULL
+                 WHERE chain = ?1 AND state = 'CONFIRMED' AND block_height > ?2",
+                params![chain, fork],
+            )?;
+            tx.execute(
+                "DELETE FROM blocks WHERE chain = ?1 AND height > ?2",
+                params![chain, fork],
+            )?;
+            let hash: String = tx.query_row(
+                "SELECT hash FROM blocks WHERE chain = ?1 AND height = ?2",
+                params![chain, fork],
+                |r| r.get(0),
+            )?;
+            set_cursor(&tx, chain, fork, &hash, now)?;
+        }
+
+        for block in up.connect.iter() {
+            tx.execute(
+                "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
+                params![chain, block.height, block.hash],
+            )?;
+            for f in &block.payments {
+                applied.new_payments += record(&tx, chain, f, Some(block), now, &mut changes)?;
+            }
+            set_cursor(&tx, chain, block.height, &block.hash, now)?;
+        }
+        if let Some(last) = up.connect.last() {
+            let keep = u64::from(rules.policy.max_reorg_depth) + EXTRA_BLOCKS_KEPT;
+            tx.execute(
+                "DELETE FROM blocks WHERE chain = ?1 AND height < ?2",
+                params![chain, last.height.saturating_sub(keep)],
+            )?;
+        }
+        for block in &up.rescanned {
+            for f in &block.payments {
+                applied.new_payments += record(&tx, chain, f, Some(block), now, &mut changes)?;
+            }
+        }
+        for f in &up.mempool {
+            applied.new_payments += record(&tx, chain, f, None, now, &mut changes)?;
+        }
+        for txid in &up.evicted {
+            let mut st = tx.prepare(
+                "UPDATE payments SET state = 'DROPPED' WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING'
+                 RETURNING invoice_id, idx",
+            )?;
+            let rows: Vec<(String, u32)> = st
+                .query_map(params![chain, txid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (inv, idx) in rows {
+                changes.push((
+                    inv,
+                    PaymentChange::Dropped {
+                        txid: txid.clone(),
+                        idx,
+                    },
+                ));
+            }
+        }
+        if let Some(at) = up.synced_at {
+            tx.execute(
+                "UPDATE cursors SET synced_at = MAX(COALESCE(synced_at, 0), ?2) WHERE chain = ?1",
+                params![chain, at],
+            )?;
+        }
+
+        // Which invoices to judge again: those whose payments changed, those whose
+        // payments' confirmations move with the tip, and those the clock may expire.
+        let mut ids: BTreeSet<String> = changes.iter().map(|(i, _)| i.clone()).collect();
+        if up.disconnect_above.is_some() || !up.connect.is_empty() {
+            ids.extend(confirming(&tx, chain, &rules.policy)?);
+        }
+        ids.extend(clock_sensitive(&tx, chain, &rules.policy, now)?);
+        for id in ids {
+            let own: Vec<&PaymentChange> = changes
+                .iter()
+                .filter(|(i, _)| *i == id)
+                .map(|(_, c)| c)
+                .collect();
+            self.settle(&tx, &id, &own)?;
+        }
+        tx.commit()?;
+        self.wake(&conn);
+        Ok(applied)
+    }
+
+    /// Recomputes one invoice and writes what changed, with its events.
+    pub(super) fn settle(
+        &self,
+        tx: &Transaction<'_>,
+        id: &str,
+        changes: &[&PaymentChange],
+    ) -> StoreResult<()> {
+        let now = (self.clock)();
+        let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+        let rules = self.rules(&inv.chain)?;
+        let cursor = cursor_of(tx, &inv.chain)?;
+        let tip = cursor.as_ref().map(|c| c.height);
+        let synced_at = cursor.as_ref().and_then(|c| c.synced_at);
+        let pays = load_payments(tx, id)?;
+        let out = lifecycle::evaluate(Facts {
+            invoice: &inv,
+            payments: &pays,
+            tip,
+            now,
+            synced_at,
+            policy: &rules.policy,
+        });
+
+        // Payment bookkeeping the outcome asks for.
+        let mut confirmed_now = Vec::new();
+        for (i, p) in pays.iter().enumerate() {
+            if out.timed_out.contains(&i) {
+                tx.execute(
+                    "UPDATE payments SET timed_out = 1 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+                    params![inv.chain, p.txid, p.index],
+                )?;
+            }
+            let notify = out.ready[i];
+            if notify != p.confirmed_notified {
+                tx.execute(
+                    "UPDATE payments SET confirmed_notified = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+                    params![inv.chain, p.txid, p.index, notify],
+                )?;
+                if notify {
+                    confirmed_now.push(i);
+                }
+            }
+        }
+        let status_changed = out.status != inv.status || out.reason != inv.reason;
+        if status_changed || (out.finalized && inv.decision.is_none()) {
+            let completed_at = match (out.status, inv.status) {
+                (Status::Completed, Status::Completed) => inv.completed_at,
+                (Status::Completed, _) => Some(now),
+                _ => None,
+            };
+            let closed_at = match (out.status.is_closed(), inv.closed_at) {
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(now),
+                (false, _) => None,
+            };
+            let decision = if out.finalized && inv.decision.is_none() {
+                Some(Decision::Final)
+            } else {
+                inv.decision
+            };
+            tx.execute(
+                "UPDATE invoices SET status = ?2, reason = ?3, decision = ?4, completed_at = ?5,
+                    closed_at = ?6, updated_at = CASE WHEN ?7 THEN ?8 ELSE updated_at END WHERE id = ?1",
+                params![
+                    id,
+                    out.status.as_str(),
+                    out.reason.map(Reason::as_str),
+                    decision.map(Decision::as_str),
+                    completed_at,
+                    closed_at,
+                    status_changed,
+                    now
+                ],
+            )?;
+        } else if !changes.is_empty() {
+            tx.execute(
+                "UPDATE invoices SET updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+
+        // Events, after the change they describe, in the order a backend expects:
+        // what happened to payments, then what it did to the invoice.
+        let from = inv.status;
+        let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+        let pays = load_payments(tx, id)?;
+        let view = invoice_json(&inv, &pays, &out, tip);
+        let pay_view = |txid: &str, idx: u32| {
+            pays.iter()
+                .find(|p| p.txid == txid && p.index == idx)
+                .map(|p| payment_json(&inv, p, tip))
+        };
+        for c in changes {
+            let (kind, txid, idx) = match c {
+                PaymentChange::Detected { txid, idx } => (EventKind::PaymentDetected, txid, *idx),
+                PaymentChange::Dropped { txid, idx } => (EventKind::PaymentDropped, txid, *idx),
+                PaymentChange::Unconfirmed { .. } => continue,
+            };
+            events::insert(
+                tx,
+                kind,
+                id,
+                now,
+                json!({ "invoice": view, "payment": pay_view(txid, idx) }),
+            )?;
+        }
+        for i in confirmed_now {
+            let p = &pays[i];
+            events::insert(
+                tx,
+                EventKind::PaymentConfirmed,
+                id,
+                now,
+                json!({ "invoice": view, "payment": pay_view(&p.txid, p.index) }),
+            )?;
+        }
+        if out.status != from {
+            events::insert(
+                tx,
+                EventKind::StatusChanged,
+                id,
+                now,
+                json!({ "from": from, "to": out.status, "invoice": view }),
+            )?;
+            // Going backwards on the chain, not by the backend's word.
+            if from == Status::Completed && inv.decision.is_none() {
+                events::insert(
+                    tx,
+                    EventKind::Reverted,
+                    id,
+                    now,
+                    json!({ "from": from, "to": out.status, "invoice": view }),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A payment change that needs an event.
+#[derive(Debug, Clone)]
+pub(super) enum PaymentChange {
+    Detected {
+        txid: String,
+        idx: u32,
+    },
+    Dropped {
+        txid: String,
+        idx: u32,
+    },
+    /// Its block left the best chain; no event of its own (the invoice's tells).
+    Unconfirmed {
+        #[allow(dead_code)]
+        txid: String,
+        #[allow(dead_code)]
+        idx: u32,
+    },
+}
+
+/// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
+fn record(
+    tx: &Transaction<'_>,
+    chain: &str,
+    f: &Found,
+    block: Option<&BlockFound>,
+    now: i64,
+    changes: &mut Vec<(String, PaymentChange)>,
+) -> StoreResult<usize> {
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT state FROM payments WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+            params![chain, f.txid, f.index],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let detected = || PaymentChange::Detected {
+        txid: f.txid.clone(),
+        idx: f.index,
+    };
+    match (existing.as_deref(), block) {
+        (None, _) => {
+            // Found first in a block: its time, never later than now.
+            let seen_at = block.map_or(now, |b| b.time.min(now));
+            tx.execute(
+                "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, block_height, block_hash, seen_at, rbf)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    chain,
+                    f.txid,
+                    f.index,
+                    f.invoice_id,
+                    f.amount.to_string(),
+                    if block.is_some() { "CONFIRMED" } else { "PENDING" },
+                    block.map(|b| b.height),
+                    block.map(|b| b.hash.clone()),
+                    seen_at,
+                    f.rbf,
+                ],
+            )?;
+            changes.push((f.invoice_id.clone(), detected()));
+            return Ok(1);
+        }
+        (Some(state), Some(b)) => {
+            tx.execute(
+                "UPDATE payments SET state = 'CONFIRMED', block_height = ?4, block_hash = ?5
+                 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+                params![chain, f.txid, f.index, b.height, b.hash],
+            )?;
+            if state == "DROPPED" {
+                changes.push((f.invoice_id.clone(), detected()));
+            } else {
+                // Touch the invoice so it is judged again.
+                changes.push((
+                    f.invoice_id.clone(),
+                    PaymentChange::Unconfirmed {
+                        txid: f.txid.clone(),
+                        idx: f.index,
+                    },
+                ));
+            }
+        }
+        (Some("DROPPED"), None) => {
+            tx.execute(
+                "UPDATE payments SET state = 'PENDING', rbf = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+                params![chain, f.txid, f.index, f.rbf],
+            )?;
+            changes.push((f.invoice_id.clone(), detected()));
+        }
+        (Some(_), None) => {}
+    }
+    Ok(0)
+}
+
+fn set_cursor(
+    tx: &Transaction<'_>,
+    chain: &str,
+    height: u64,
+    hash: &str,
+    now: i64,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
+         ON CONFLICT(chain) DO UPDATE SET height = excluded.height, hash = excluded.hash, updated_at = excluded.updated_at",
+        params![chain, height, hash, now],
+    )?;
+    Ok(())
+}
+
+/// Invoices whose status may move with the tip: payments not yet confirmed enough to
+/// have been announced, or not yet final.
+fn confirming(tx: &Transaction<'_>, chain: &str, policy: &Policy) -> StoreResult<Vec<String>> {
+    let tip = cursor_of(tx, chain)?.map_or(0, |c| c.height as i64);
+    let mut st = tx.prepare(
+        "SELECT DISTINCT p.invoice_id FROM payments p JOIN invoices i ON i.id = p.invoice_id
+         WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND
+               (p.confirmed_notified = 0 OR (p.block_height > ?2 AND i.decision IS NULL))",
+    )?;
+    let rows = st.query_map(
+        params![chain, tip - i64::from(policy.final_confirmations)],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Invoices the clock may move: past `expires_at`, or waiting on a payment that may
+/// outstay the confirmation window.
+fn clock_sensitive(
+    tx: &Transaction<'_>,
+    chain: &str,
+    policy: &Policy,
+    now: i64,
+) -> StoreResult<Vec<String>> {
+    let mut st = tx.prepare(
+        "SELECT id FROM invoices i WHERE chain = ?1 AND decision IS NULL AND (
+            (status IN ('PENDING', 'PARTIAL') AND expires_at IS NOT NULL AND expires_at < ?2)
+            OR (status = 'WAITING_FOR_CONFIRMATIONS' AND EXISTS (
+                SELECT 1 FROM payments p WHERE p.invoice_id = i.id AND p.state = 'PENDING'
+                AND p.timed_out = 0 AND p.seen_at < ?3)))",
+    )?;
+    let window = i64::try_from(policy.confirmation_window).unwrap_or(i64::MAX);
+    let rows = st.query_map(params![chain, now, now.saturating_sub(window)], |r| {
+        r.get(0)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
