@@ -127,3 +127,31 @@ async fn a_node_behind_is_waited_for_not_followed_back() {
     assert_eq!(c["running"], json!(true));
     assert_eq!(c["scanned_height"], json!(height));
 }
+
+#[tokio::test]
+async fn a_pruned_block_settled_still_needs_is_a_loud_error_not_a_skip() {
+    // -fastprune: 64 KiB block files, so a regtest node can prune. Only whole files
+    // go, and the last 288 blocks stay: 1000 blocks leave room for that.
+    let node = Node::start_with(&["-prune=1", "-fastprune"]).await;
+    node.mine_to(1000, &other_address()).await;
+    let pruned = node
+        .rpc("pruneblockchain", json!([600]))
+        .await
+        .as_i64()
+        .unwrap();
+    assert!(pruned > 10, "the node pruned up to {pruned}");
+
+    // First run asked to start at block 5, which the node no longer has.
+    let daemon = Daemon::start_unsynced(&node, "start_height = 5").await;
+    let mut admin = daemon.admin().await;
+    let c = admin
+        .wait_chain("the pruned-block error", |c| {
+            c["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("pruned"))
+        })
+        .await;
+    // Nothing was skipped: the cursor stays before the missing block.
+    assert_eq!(c["scanned_height"], json!(4));
+    assert!(daemon.log().contains("ERROR"), "logged at error level");
+}

@@ -99,6 +99,7 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     pub rpc_port: u16,
     p2p_port: u16,
+    args: Vec<String>,
     http: corepc_client::Client,
 }
 
@@ -116,12 +117,18 @@ pub struct Utxo {
 impl Node {
     /// Starts `bitcoind -regtest` and waits for its RPC.
     pub async fn start() -> Node {
+        Node::start_with(&[]).await
+    }
+
+    /// Starts `bitcoind -regtest` with extra options.
+    pub async fn start_with(args: &[&str]) -> Node {
         let rpc_port = free_port();
         let mut node = Node {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             rpc_port,
             p2p_port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             http: corepc_client::Client::new_with_auth(
                 &format!("http://127.0.0.1:{rpc_port}"),
                 corepc_client::Auth::UserPass("test".into(), "test".into()),
@@ -150,6 +157,7 @@ impl Node {
                 "-printtoconsole=0",
                 "-server=1",
             ])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -447,6 +455,13 @@ impl Daemon {
 
     /// As [`Daemon::start`], with the given auth lines.
     pub async fn start_with_auth(node: &Node, auth: &str, extra: &str) -> Daemon {
+        let mut d = Daemon::configure(node, auth, extra);
+        d.restart().await;
+        d
+    }
+
+    /// Writes the config; starts nothing.
+    fn configure(node: &Node, auth: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let config = dir.path().join("config.toml");
@@ -474,33 +489,17 @@ poll_interval_ms = 100
             ),
         )
         .unwrap();
-        let mut d = Daemon {
+        Daemon {
             child: None,
             dir,
             config,
             socket,
-        };
-        d.restart().await;
-        d
+        }
     }
 
     /// Starts the daemon again on the same data, and waits until it has caught up.
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "the daemon is running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("settled.log"))
-            .unwrap();
-        let child = Command::new(settled_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .env("SETTLED_LOG", "settled=debug,info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("settled starts");
-        self.child = Some(child);
+        self.spawn();
         let socket = self.socket.clone();
         wait_for("settled to answer and catch up", || {
             let socket = socket.clone();
@@ -518,6 +517,38 @@ poll_interval_ms = 100
             }
         })
         .await;
+    }
+
+    /// Starts the daemon and waits only for its socket (for a chain that cannot
+    /// catch up).
+    pub async fn start_unsynced(node: &Node, extra: &str) -> Daemon {
+        let mut d = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", extra);
+        d.spawn();
+        let socket = d.socket.clone();
+        wait_for("settled's socket", || {
+            let socket = socket.clone();
+            async move { Admin::connect(&socket).await.ok().map(|_| ()) }
+        })
+        .await;
+        d
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the daemon is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("settled.log"))
+            .unwrap();
+        let child = Command::new(settled_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .env("SETTLED_LOG", "settled=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("settled starts");
+        self.child = Some(child);
     }
 
     /// SIGKILL: no chance to clean up.
