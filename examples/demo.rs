@@ -24,9 +24,14 @@ async fn main() {
 
     let mut sub = daemon.admin().await;
     sub.ok("events.subscribe", json!({})).await;
+    // Prints events until the one that completes the invoice.
     let printer = tokio::spawn(async move {
         while let Some(msg) = sub.read().await {
-            print_event(&msg["params"]);
+            let event = &msg["params"];
+            print_event(event);
+            if event["data"]["to"] == "COMPLETED" {
+                return;
+            }
         }
     });
 
@@ -51,9 +56,7 @@ async fn main() {
     println!("> a block is mined");
     node.mine_to(1, &me).await;
     let inv = admin.wait_status(&id, "COMPLETED").await;
-    // Let the last events print.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    printer.abort();
+    printer.await.unwrap();
     println!(
         "\ndone: {} paid {} BTC of {} in {} payments",
         inv["status"].as_str().unwrap(),

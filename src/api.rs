@@ -249,7 +249,7 @@ impl Api {
                 Ok(json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "uptime_s": self.started.elapsed().as_secs(),
-                    "db_path": self.settings.data_dir.join("settled.db"),
+                    "db_path": self.settings.db_path(),
                     "chains": self.chains.iter().map(|c| c.settings.name.clone()).collect::<Vec<_>>(),
                     "events_last_seq": self.store.last_seq()?,
                     "webhook_backlog": 0,

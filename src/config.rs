@@ -167,6 +167,11 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The database file in `data_dir`.
+    pub(crate) fn db_path(&self) -> PathBuf {
+        self.data_dir.join("settled.db")
+    }
+
     /// Reads `path`, applies the environment, and checks everything. Errors name the key.
     pub(crate) fn load(path: &Path) -> anyhow::Result<(Settings, ConfigFile)> {
         let file = read(path)?;

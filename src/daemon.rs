@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::chain::Chain;
-use crate::chains::Kind;
+use crate::chains::{Kind, Policy};
 use crate::config::{LogFormat, Settings};
-use crate::store::{ChainRules, Store};
+use crate::store::Store;
 use crate::{admin, watcher};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
@@ -40,19 +40,12 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
             settings.data_dir.display()
         )
     })?;
-    let rules: HashMap<String, ChainRules> = settings
+    let policies: HashMap<String, Policy> = settings
         .chains
         .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                ChainRules {
-                    policy: c.policy.clone(),
-                },
-            )
-        })
+        .map(|c| (c.name.clone(), c.policy.clone()))
         .collect();
-    let store = Arc::new(Store::open(&settings.data_dir.join("settled.db"), rules)?);
+    let store = Arc::new(Store::open(&settings.db_path(), policies)?);
     let chains: Vec<Arc<Chain>> = settings
         .chains
         .iter()

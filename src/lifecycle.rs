@@ -386,28 +386,19 @@ mod tests {
     fn expiry_waits_for_the_watcher_to_catch_up() {
         let inv = invoice(1_000_000);
         let late_clock = T0 + 2 * HOUR;
-        // The clock is past expires_at but the watcher last synced before it.
-        let o = evaluate(Facts {
-            invoice: &inv,
-            payments: &[],
-            tip: Some(100),
-            now: late_clock,
-            synced_at: Some(T0 + HOUR - 1),
-            policy: &policy(),
-        });
-        assert_eq!(o.status, Status::Pending);
-        let o = evaluate(Facts {
-            synced_at: None,
-            ..Facts {
+        // The clock is past expires_at but the watcher last synced before it, or never.
+        let policy = policy();
+        for synced_at in [Some(T0 + HOUR - 1), None] {
+            let o = evaluate(Facts {
                 invoice: &inv,
                 payments: &[],
                 tip: Some(100),
                 now: late_clock,
-                synced_at: None,
-                policy: &policy(),
-            }
-        });
-        assert_eq!(o.status, Status::Pending);
+                synced_at,
+                policy: &policy,
+            });
+            assert_eq!(o.status, Status::Pending, "synced at {synced_at:?}");
+        }
         let o = at(&inv, &[], 100, late_clock);
         assert_eq!(
             (o.status, o.reason),

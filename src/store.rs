@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -56,18 +57,14 @@ pub(crate) struct Cursor {
     pub(crate) synced_at: Option<i64>,
 }
 
-/// The settings of a chain the store needs to judge invoices.
-#[derive(Debug, Clone)]
-pub(crate) struct ChainRules {
-    pub(crate) policy: Policy,
-}
-
 /// The database.
 pub(crate) struct Store {
     conn: Mutex<Connection>,
-    chains: HashMap<String, ChainRules>,
+    /// Each chain's policy, by chain name: what the store judges invoices by.
+    policies: HashMap<String, Policy>,
     events_tx: broadcast::Sender<i64>,
-    clock: fn() -> i64,
+    /// The last `seq` subscribers were woken for.
+    woken: AtomicI64,
 }
 
 /// Seconds since the Unix epoch.
@@ -125,7 +122,7 @@ pub(crate) enum Action {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
-    pub(crate) fn open(path: &Path, chains: HashMap<String, ChainRules>) -> anyhow::Result<Store> {
+    pub(crate) fn open(path: &Path, policies: HashMap<String, Policy>) -> anyhow::Result<Store> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before the API answers or a webhook is queued.
@@ -134,11 +131,12 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         let (events_tx, _) = broadcast::channel(1024);
+        let woken = AtomicI64::new(last_seq_of(&conn)?);
         Ok(Store {
             conn: Mutex::new(conn),
-            chains,
+            policies,
             events_tx,
-            clock: now,
+            woken,
         })
     }
 
@@ -153,8 +151,8 @@ impl Store {
         self.events_tx.subscribe()
     }
 
-    fn rules(&self, chain: &str) -> anyhow::Result<&ChainRules> {
-        self.chains
+    fn policy(&self, chain: &str) -> anyhow::Result<&Policy> {
+        self.policies
             .get(chain)
             .ok_or_else(|| anyhow::anyhow!("chain {chain} is not configured"))
     }
@@ -172,7 +170,7 @@ impl Store {
         conn.execute(
             "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
              ON CONFLICT(chain) DO NOTHING",
-            params![chain, height, hash, (self.clock)()],
+            params![chain, height, hash, now()],
         )?;
         conn.execute(
             "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
@@ -205,11 +203,11 @@ impl Store {
     /// Scripts to watch on `chain` (`lifecycle.md`, "How long an address is watched").
     pub(crate) fn watched(&self, chain: &str) -> StoreResult<Vec<(Vec<u8>, String)>> {
         let conn = self.conn();
-        let rules = self.rules(chain)?;
-        let now = (self.clock)();
-        let since = now - rules.policy.late_payment_window as i64;
+        let policy = self.policy(chain)?;
+        let now = now();
+        let since = now - policy.late_payment_window as i64;
         let tip = cursor_of(&conn, chain)?.map_or(0, |c| c.height as i64);
-        let unfinal_above = tip - i64::from(rules.policy.final_confirmations);
+        let unfinal_above = tip - i64::from(policy.final_confirmations);
         let mut st = conn.prepare(
             "SELECT script, id FROM invoices i WHERE chain = ?1 AND (
                  closed_at IS NULL OR closed_at > ?2
@@ -263,7 +261,7 @@ impl Store {
              ON CONFLICT(chain, key_id) DO UPDATE SET next_index = excluded.next_index",
             params![new.chain, key_id, index + 1],
         )?;
-        let now = (self.clock)();
+        let now = now();
         let id = uuid::Uuid::new_v4().to_string();
         let created_height = cursor_of(&tx, &new.chain)?.map(|c| c.height);
         let expires_at = new
@@ -406,8 +404,7 @@ impl Store {
             "UPDATE invoices SET decision = ?2 WHERE id = ?1",
             params![id, decision.as_str()],
         )?;
-        self.settle(&tx, id, &[])?;
-        let view = self.invoice_view(&tx, id)?;
+        let view = self.settle(&tx, id, &[])?;
         tx.commit()?;
         self.wake(&conn);
         Ok(view)
@@ -427,14 +424,13 @@ impl Store {
                 inv.status
             )));
         }
-        let now = (self.clock)();
+        let now = now();
         let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
         tx.execute(
             "UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, expires_at, now],
         )?;
-        self.settle(&tx, id, &[])?;
-        let view = self.invoice_view(&tx, id)?;
+        let view = self.settle(&tx, id, &[])?;
         tx.commit()?;
         self.wake(&conn);
         Ok(view)
@@ -452,16 +448,12 @@ impl Store {
 
     /// The last event's `seq` (0 when none).
     pub(crate) fn last_seq(&self) -> StoreResult<i64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+        Ok(last_seq_of(&self.conn())?)
     }
-
-    // ---- chain updates ------------------------------------------------------------
 
     fn invoice_view(&self, conn: &Connection, id: &str) -> StoreResult<Value> {
         let inv = load_invoice(conn, id)?.ok_or(StoreError::NotFound)?;
-        let rules = self.rules(&inv.chain)?;
+        let policy = self.policy(&inv.chain)?;
         let cursor = cursor_of(conn, &inv.chain)?;
         let tip = cursor.as_ref().map(|c| c.height);
         let pays = load_payments(conn, id)?;
@@ -469,21 +461,27 @@ impl Store {
             invoice: &inv,
             payments: &pays,
             tip,
-            now: (self.clock)(),
+            now: now(),
             synced_at: cursor.and_then(|c| c.synced_at),
-            policy: &rules.policy,
+            policy,
         });
         Ok(invoice_json(&inv, &pays, &out, tip))
     }
 
+    /// Wakes subscribers after a commit, only if it wrote events: most watcher
+    /// polls write none.
     fn wake(&self, conn: &Connection) {
-        if let Ok(seq) =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        if let Ok(seq) = last_seq_of(conn)
+            && self.woken.fetch_max(seq, Ordering::AcqRel) < seq
         {
             // No receiver is fine: nobody is subscribed.
             let _ = self.events_tx.send(seq);
         }
     }
+}
+
+fn last_seq_of(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
 }
 
 fn cursor_of(conn: &Connection, chain: &str) -> rusqlite::Result<Option<Cursor>> {

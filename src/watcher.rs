@@ -161,7 +161,12 @@ impl Watcher {
             },
         )?;
         self.mempool = txids;
-        let node_height = self.node().block_count().await?;
+        // At the tip the node's height is ours; ask only when a block came in between.
+        let node_height = if at_tip {
+            cursor.height
+        } else {
+            self.node().block_count().await?
+        };
         self.chain.set_status(|s| s.node_height = Some(node_height));
         Ok(())
     }
@@ -323,26 +328,31 @@ impl Watcher {
     }
 
     fn block_found(&self, height: u64, block: &Block) -> BlockFound {
-        BlockFound {
-            height,
-            hash: block.block_hash().to_string(),
-            time: i64::from(block.header.time),
-            payments: block
-                .txdata
-                .iter()
-                .flat_map(|tx| self.matches(tx))
-                .collect(),
-        }
+        block_found(height, block, |script| self.chain.watchlist.get(script))
     }
 
     /// Outputs of `tx` that pay a watched script.
     fn matches(&self, tx: &Transaction) -> Vec<Found> {
-        matching_outputs(tx, |script| self.chain.watchlist.get(script))
+        matching_outputs(tx, &|script| self.chain.watchlist.get(script))
+    }
+}
+
+/// A block with the outputs in it whose script `owner` knows.
+fn block_found(height: u64, block: &Block, owner: impl Fn(&[u8]) -> Option<String>) -> BlockFound {
+    BlockFound {
+        height,
+        hash: block.block_hash().to_string(),
+        time: i64::from(block.header.time),
+        payments: block
+            .txdata
+            .iter()
+            .flat_map(|tx| matching_outputs(tx, &owner))
+            .collect(),
     }
 }
 
 /// Outputs of `tx` whose script `owner` knows, as payments to its invoice.
-fn matching_outputs(tx: &Transaction, owner: impl Fn(&[u8]) -> Option<String>) -> Vec<Found> {
+fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) -> Vec<Found> {
     let mut txid = None;
     tx.output
         .iter()
@@ -392,22 +402,11 @@ pub(crate) async fn rescan(
             continue;
         }
         let block = node.block(&hash).await?;
-        let payments: Vec<Found> = block
-            .txdata
-            .iter()
-            .flat_map(|tx| {
-                matching_outputs(tx, |s| {
-                    (s == script.as_slice()).then(|| invoice_id.to_string())
-                })
-            })
-            .collect();
-        if !payments.is_empty() {
-            blocks.push(BlockFound {
-                height,
-                hash: hash.to_string(),
-                time: i64::from(block.header.time),
-                payments,
-            });
+        let found = block_found(height, &block, |s| {
+            (s == script.as_slice()).then(|| invoice_id.to_string())
+        });
+        if !found.payments.is_empty() {
+            blocks.push(found);
         }
     }
     let applied = store.apply(

@@ -14,15 +14,7 @@ async fn rbf_replacement_paying_elsewhere_drops_the_payment() {
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
     let coin = payer.take();
-    let to_us = payer.build(
-        coin,
-        &[(
-            inv["address"].as_str().unwrap(),
-            Amount::from_sat(10_000_000),
-        )],
-        Amount::from_sat(1_000),
-        true,
-    );
+    let to_us = payer.payment(coin, inv["address"].as_str().unwrap(), "0.1", true);
     node.send(&to_us).await;
     admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
 
@@ -58,15 +50,7 @@ async fn reorg_reverts_a_completed_invoice() {
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
     let coin = payer.take();
-    let tx = payer.build(
-        coin,
-        &[(
-            inv["address"].as_str().unwrap(),
-            Amount::from_sat(10_000_000),
-        )],
-        Amount::from_sat(1_000),
-        false,
-    );
+    let tx = payer.payment(coin, inv["address"].as_str().unwrap(), "0.1", false);
     node.send(&tx).await;
     let me = payer.address.to_string();
     let block = node.mine_to(1, &me).await.remove(0);
@@ -150,13 +134,21 @@ async fn a_final_invoice_is_not_rolled_back_and_the_reorg_is_an_alarm() {
     admin.wait_status(id, "COMPLETED").await;
     admin.wait_scanned(node.height().await).await;
 
+    // A longer branch without the payment (empty blocks: the transaction stays in the
+    // mempool), so a non-final invoice would go back to WAITING_FOR_CONFIRMATIONS.
     node.rpc("invalidateblock", json!([blocks[0]])).await;
-    node.mine_to(3, &other_address()).await;
+    for _ in 0..3 {
+        node.mine_block_with(&other_address(), &[]).await;
+    }
     let c = admin
         .wait_chain("the alarm in chain.status", |c| c["alarm"].is_string())
         .await;
     assert!(c["last_error"].as_str().unwrap().contains("ALARM"), "{c}");
     let inv = admin.ok("invoice.get", json!({"id": id})).await;
+    assert_eq!(
+        inv["payments"][0]["state"], "PENDING",
+        "the reorg reached the payment"
+    );
     assert_eq!(inv["status"], "COMPLETED");
     assert!(!types(&admin.events_of(id).await).contains(&"invoice.reverted".to_string()));
 }

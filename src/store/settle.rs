@@ -5,13 +5,13 @@
 use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments};
+use super::{Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
 use crate::amount::U256;
 use crate::chains::Policy;
 use crate::events::{self, EventKind};
-use crate::invoice::{Decision, Reason, Status, invoice_json, payment_json};
+use crate::invoice::{Decision, Payment, Reason, Status, invoice_json, payment_json};
 use crate::lifecycle::{self, Facts};
 
 /// A payment the watcher found (output `index` of `txid` paying the invoice).
@@ -66,8 +66,8 @@ impl Store {
     /// Applies one watcher step: blocks, payments, evictions, the new cursor and every
     /// status change with its events, in one transaction.
     pub(crate) fn apply(&self, chain: &str, up: ChainUpdate) -> StoreResult<Applied> {
-        let rules = self.rules(chain)?.clone();
-        let now = (self.clock)();
+        let policy = self.policy(chain)?;
+        let now = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut applied = Applied::default();
@@ -75,20 +75,18 @@ impl Store {
 
         if let Some(fork) = up.disconnect_above {
             let mut st = tx.prepare(
-                "SELECT p.invoice_id, p.txid, p.idx, i.decision FROM payments p JOIN invoices i ON i.id = p.invoice_id
+                "SELECT p.invoice_id, i.decision FROM payments p JOIN invoices i ON i.id = p.invoice_id
                  WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND p.block_height > ?2",
             )?;
-            let rows: Vec<(String, String, u32, Option<String>)> = st
-                .query_map(params![chain, fork], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
+            let rows: Vec<(String, Option<String>)> = st
+                .query_map(params![chain, fork], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             drop(st);
-            for (inv, txid, idx, decision) in rows {
+            for (inv, decision) in rows {
                 if decision.as_deref() == Some(Decision::Final.as_str()) {
                     applied.final_reorged.push(inv.clone());
                 }
-                changes.push((inv, PaymentChange::Unconfirmed { txid, idx }));
+                changes.push((inv, PaymentChange::Moved));
             }
             // Back to the mempool as far as we know; the next look at the mempool at the
             // tip tells whether it is still there or dropped.
@@ -120,7 +118,7 @@ impl Store {
             set_cursor(&tx, chain, block.height, &block.hash, now)?;
         }
         if let Some(last) = up.connect.last() {
-            let keep = u64::from(rules.policy.max_reorg_depth) + EXTRA_BLOCKS_KEPT;
+            let keep = u64::from(policy.max_reorg_depth) + EXTRA_BLOCKS_KEPT;
             tx.execute(
                 "DELETE FROM blocks WHERE chain = ?1 AND height < ?2",
                 params![chain, last.height.saturating_sub(keep)],
@@ -134,12 +132,12 @@ impl Store {
         for f in &up.mempool {
             applied.new_payments += record(&tx, chain, f, None, now, &mut changes)?;
         }
+        let mut drop_tx = tx.prepare(
+            "UPDATE payments SET state = 'DROPPED' WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING'
+             RETURNING invoice_id, idx",
+        )?;
         for txid in &up.evicted {
-            let mut st = tx.prepare(
-                "UPDATE payments SET state = 'DROPPED' WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING'
-                 RETURNING invoice_id, idx",
-            )?;
-            let rows: Vec<(String, u32)> = st
+            let rows: Vec<(String, u32)> = drop_tx
                 .query_map(params![chain, txid], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             for (inv, idx) in rows {
@@ -152,6 +150,7 @@ impl Store {
                 ));
             }
         }
+        drop(drop_tx);
         if let Some(at) = up.synced_at {
             tx.execute(
                 "UPDATE cursors SET synced_at = MAX(COALESCE(synced_at, 0), ?2) WHERE chain = ?1",
@@ -163,12 +162,12 @@ impl Store {
         // payments' confirmations move with the tip, and those the clock may expire.
         let mut ids: BTreeSet<String> = changes.iter().map(|(i, _)| i.clone()).collect();
         if up.disconnect_above.is_some() || !up.connect.is_empty() {
-            ids.extend(confirming(&tx, chain, &rules.policy)?);
+            ids.extend(confirming(&tx, chain, policy)?);
         }
         // The clock can only move invoices once the watcher has caught up with the node
         // (expiry waits for that), so catching up block by block skips this.
         if up.synced_at.is_some() {
-            ids.extend(clock_sensitive(&tx, chain, &rules.policy, now)?);
+            ids.extend(clock_sensitive(&tx, chain, policy, now)?);
         }
         for id in ids {
             let own: Vec<&PaymentChange> = changes
@@ -183,142 +182,113 @@ impl Store {
         Ok(applied)
     }
 
-    /// Recomputes one invoice and writes what changed, with its events.
+    /// Recomputes one invoice and writes what changed, with its events; returns the
+    /// invoice object as it now stands.
     pub(super) fn settle(
         &self,
         tx: &Transaction<'_>,
         id: &str,
         changes: &[&PaymentChange],
-    ) -> StoreResult<()> {
-        let now = (self.clock)();
-        let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
-        let rules = self.rules(&inv.chain)?;
+    ) -> StoreResult<Value> {
+        let now = now();
+        let mut inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+        let policy = self.policy(&inv.chain)?;
         let cursor = cursor_of(tx, &inv.chain)?;
         let tip = cursor.as_ref().map(|c| c.height);
-        let synced_at = cursor.as_ref().and_then(|c| c.synced_at);
         let pays = load_payments(tx, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
             payments: &pays,
             tip,
             now,
-            synced_at,
-            policy: &rules.policy,
+            synced_at: cursor.and_then(|c| c.synced_at),
+            policy,
         });
 
-        // Payment bookkeeping the outcome asks for.
+        // Payment bookkeeping the outcome asks for (flags the JSON does not show).
         let mut confirmed_now = Vec::new();
         for (i, p) in pays.iter().enumerate() {
-            if out.timed_out.contains(&i) {
+            let timed_out = p.timed_out || out.timed_out.contains(&i);
+            let notified = out.ready[i];
+            if (timed_out, notified) != (p.timed_out, p.confirmed_notified) {
                 tx.execute(
-                    "UPDATE payments SET timed_out = 1 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-                    params![inv.chain, p.txid, p.index],
+                    "UPDATE payments SET timed_out = ?4, confirmed_notified = ?5
+                     WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
+                    params![inv.chain, p.txid, p.index, timed_out, notified],
                 )?;
             }
-            let notify = out.ready[i];
-            if notify != p.confirmed_notified {
-                tx.execute(
-                    "UPDATE payments SET confirmed_notified = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-                    params![inv.chain, p.txid, p.index, notify],
-                )?;
-                if notify {
-                    confirmed_now.push(i);
-                }
+            if notified && !p.confirmed_notified {
+                confirmed_now.push(i);
             }
         }
+
+        let from = inv.status;
         let status_changed = out.status != inv.status || out.reason != inv.reason;
-        if status_changed || (out.finalized && inv.decision.is_none()) {
-            let completed_at = match (out.status, inv.status) {
-                (Status::Completed, Status::Completed) => inv.completed_at,
-                (Status::Completed, _) => Some(now),
-                _ => None,
-            };
-            let closed_at = match (out.status.is_closed(), inv.closed_at) {
-                (true, Some(t)) => Some(t),
-                (true, None) => Some(now),
-                (false, _) => None,
-            };
-            let decision = if out.finalized && inv.decision.is_none() {
-                Some(Decision::Final)
+        let finalize = out.finalized && inv.decision.is_none();
+        if status_changed || finalize || !changes.is_empty() {
+            if out.status == Status::Completed && from != Status::Completed {
+                inv.completed_at = Some(now);
+            } else if out.status != Status::Completed {
+                inv.completed_at = None;
+            }
+            inv.closed_at = if out.status.is_closed() {
+                inv.closed_at.or(Some(now))
             } else {
-                inv.decision
+                None
             };
+            if finalize {
+                inv.decision = Some(Decision::Final);
+            }
+            inv.status = out.status;
+            inv.reason = out.reason;
+            // Finality alone changes nothing the backend sees.
+            if status_changed || !changes.is_empty() {
+                inv.updated_at = now;
+            }
             tx.execute(
                 "UPDATE invoices SET status = ?2, reason = ?3, decision = ?4, completed_at = ?5,
-                    closed_at = ?6, updated_at = CASE WHEN ?7 THEN ?8 ELSE updated_at END WHERE id = ?1",
+                    closed_at = ?6, updated_at = ?7 WHERE id = ?1",
                 params![
                     id,
-                    out.status.as_str(),
-                    out.reason.map(Reason::as_str),
-                    decision.map(Decision::as_str),
-                    completed_at,
-                    closed_at,
-                    status_changed,
-                    now
+                    inv.status.as_str(),
+                    inv.reason.map(Reason::as_str),
+                    inv.decision.map(Decision::as_str),
+                    inv.completed_at,
+                    inv.closed_at,
+                    inv.updated_at,
                 ],
-            )?;
-        } else if !changes.is_empty() {
-            tx.execute(
-                "UPDATE invoices SET updated_at = ?2 WHERE id = ?1",
-                params![id, now],
             )?;
         }
 
         // Events, after the change they describe, in the order a backend expects:
         // what happened to payments, then what it did to the invoice.
-        let from = inv.status;
-        let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
-        let pays = load_payments(tx, id)?;
         let view = invoice_json(&inv, &pays, &out, tip);
-        let pay_view = |txid: &str, idx: u32| {
-            pays.iter()
-                .find(|p| p.txid == txid && p.index == idx)
-                .map(|p| payment_json(&inv, p, tip))
+        let payment_event = |kind, p: &Payment| {
+            let data = json!({ "invoice": view, "payment": payment_json(&inv, p, tip) });
+            events::insert(tx, kind, id, now, data)
         };
         for c in changes {
             let (kind, txid, idx) = match c {
                 PaymentChange::Detected { txid, idx } => (EventKind::PaymentDetected, txid, *idx),
                 PaymentChange::Dropped { txid, idx } => (EventKind::PaymentDropped, txid, *idx),
-                PaymentChange::Unconfirmed { .. } => continue,
+                PaymentChange::Moved => continue,
             };
-            events::insert(
-                tx,
-                kind,
-                id,
-                now,
-                json!({ "invoice": view, "payment": pay_view(txid, idx) }),
-            )?;
-        }
-        for i in confirmed_now {
-            let p = &pays[i];
-            events::insert(
-                tx,
-                EventKind::PaymentConfirmed,
-                id,
-                now,
-                json!({ "invoice": view, "payment": pay_view(&p.txid, p.index) }),
-            )?;
-        }
-        if out.status != from {
-            events::insert(
-                tx,
-                EventKind::StatusChanged,
-                id,
-                now,
-                json!({ "from": from, "to": out.status, "invoice": view }),
-            )?;
-            // Going backwards on the chain, not by the backend's word.
-            if from == Status::Completed && inv.decision.is_none() {
-                events::insert(
-                    tx,
-                    EventKind::Reverted,
-                    id,
-                    now,
-                    json!({ "from": from, "to": out.status, "invoice": view }),
-                )?;
+            if let Some(p) = pays.iter().find(|p| p.txid == *txid && p.index == idx) {
+                payment_event(kind, p)?;
             }
         }
-        Ok(())
+        for i in confirmed_now {
+            payment_event(EventKind::PaymentConfirmed, &pays[i])?;
+        }
+        if inv.status != from {
+            let data = json!({ "from": from, "to": inv.status, "invoice": view });
+            events::insert(tx, EventKind::StatusChanged, id, now, data.clone())?;
+            // Going backwards on the chain, not by the backend's word.
+            if from == Status::Completed && inv.decision.is_none() {
+                events::insert(tx, EventKind::Reverted, id, now, data)?;
+            }
+        }
+        Ok(view)
     }
 }
 
@@ -333,13 +303,9 @@ pub(super) enum PaymentChange {
         txid: String,
         idx: u32,
     },
-    /// Its block left the best chain; no event of its own (the invoice's tells).
-    Unconfirmed {
-        #[allow(dead_code)]
-        txid: String,
-        #[allow(dead_code)]
-        idx: u32,
-    },
+    /// Its block changed (connected or disconnected): no event of its own, but the
+    /// invoice is judged again and its status events tell.
+    Moved,
 }
 
 /// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
@@ -394,14 +360,7 @@ fn record(
             if state == "DROPPED" {
                 changes.push((f.invoice_id.clone(), detected()));
             } else {
-                // Touch the invoice so it is judged again.
-                changes.push((
-                    f.invoice_id.clone(),
-                    PaymentChange::Unconfirmed {
-                        txid: f.txid.clone(),
-                        idx: f.index,
-                    },
-                ));
+                changes.push((f.invoice_id.clone(), PaymentChange::Moved));
             }
         }
         (Some("DROPPED"), None) => {

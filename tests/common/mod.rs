@@ -393,18 +393,16 @@ impl Payer {
         self.utxos.retain(|u| u.outpoint.txid != txid);
     }
 
-    /// Pays `amount` BTC (a decimal string) to `address`, broadcasting it.
+    /// A payment of `btc` (a decimal string) to `address` spending `input`, not sent.
+    pub fn payment(&mut self, input: Utxo, address: &str, btc: &str, rbf: bool) -> Transaction {
+        let amount = Amount::from_str_in(btc, bitcoin::Denomination::Bitcoin).unwrap();
+        self.build(input, &[(address, amount)], Amount::from_sat(1_000), rbf)
+    }
+
+    /// Pays `btc` to `address` from the next coin, broadcasting it.
     pub async fn pay(&mut self, node: &Node, address: &str, btc: &str, rbf: bool) -> Transaction {
         let input = self.take();
-        let tx = self.build(
-            input,
-            &[(
-                address,
-                Amount::from_str_in(btc, bitcoin::Denomination::Bitcoin).unwrap(),
-            )],
-            Amount::from_sat(1_000),
-            rbf,
-        );
+        let tx = self.payment(input, address, btc, rbf);
         node.send(&tx).await;
         tx
     }
