@@ -3,7 +3,7 @@
 //! Parsing is done on the string itself so that no value ever passes through a float or
 //! a fixed-precision decimal that could round it.
 
-pub(crate) use alloy_primitives::U256;
+pub(crate) use alloy::primitives::U256;
 
 /// Why a decimal string is not an amount of an asset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
