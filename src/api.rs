@@ -409,7 +409,7 @@ impl Api {
             request,
         };
         let (view, watch) = self.store.create_invoice(new, &source.key_id(), |i| {
-            source.derive(i).map(|d| (d.address, d.script.into_bytes()))
+            source.derive(i).map(|d| (d.address, d.script))
         })?;
         if let Some((script, id)) = watch {
             chain.watchlist.insert(script, id);

@@ -1,7 +1,9 @@
 //! What a network is: the data in `chains/<name>.toml`, and the policy derived from it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use alloy::primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use crate::amount::{self, U256};
@@ -46,12 +48,21 @@ pub(crate) struct TierFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
-    pub(crate) final_confirmations: Option<u32>,
+    pub(crate) final_confirmations: Option<FinalityFile>,
     pub(crate) confirmation_window: Option<u64>,
     pub(crate) late_payment_window: Option<u64>,
     pub(crate) accept_late_payments: Option<bool>,
     pub(crate) max_reorg_depth: Option<u32>,
     pub(crate) confirmations: Option<Vec<TierFile>>,
+}
+
+/// `final_confirmations` as written: a number of confirmations, or `"finalized"` (the
+/// node's `finalized` block, on Ethereum-like chains).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum FinalityFile {
+    Confirmations(u32),
+    Tag(String),
 }
 
 /// A `chains/<name>.toml` file.
@@ -65,7 +76,7 @@ pub(crate) struct ChainFile {
     pub(crate) chain_id: Option<u64>,
     pub(crate) native: AssetFile,
     #[serde(default)]
-    pub(crate) final_confirmations: Option<u32>,
+    pub(crate) final_confirmations: Option<FinalityFile>,
     #[serde(default)]
     pub(crate) confirmation_window: Option<u64>,
     #[serde(default)]
@@ -100,10 +111,42 @@ impl ChainFile {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// The tokens of this file named in `enabled` (the config's `tokens`), checked.
+    pub(crate) fn tokens(&self, what: &str, enabled: &[String]) -> anyhow::Result<Vec<Token>> {
+        let mut out = Vec::new();
+        for (i, symbol) in enabled.iter().enumerate() {
+            let Some(t) = self.tokens.iter().find(|t| &t.symbol == symbol) else {
+                anyhow::bail!("{what}.tokens[{i}]: {symbol:?} is not a token of the chain file");
+            };
+            if out.iter().any(|o: &Token| &o.asset.symbol == symbol) {
+                anyhow::bail!("{what}.tokens[{i}]: {symbol:?} is listed twice");
+            }
+            let at = format!("{what} token {symbol}");
+            if t.symbol == self.native.symbol {
+                anyhow::bail!("{at}: the symbol is the native coin's");
+            }
+            let contract = parse_address(&t.contract)
+                .map_err(|e| anyhow::anyhow!("{at}.contract: {:?} {e}", t.contract))?;
+            let tiers = match &t.confirmations {
+                Some(c) => parse_tiers(&at, c, t.decimals)?,
+                None => Vec::new(),
+            };
+            out.push(Token {
+                asset: Asset {
+                    symbol: t.symbol.clone(),
+                    decimals: t.decimals,
+                },
+                contract,
+                tiers,
+            });
+        }
+        Ok(out)
+    }
+
     /// The policy keys of this file, as an override layer.
     pub(crate) fn policy(&self) -> PolicyFile {
         PolicyFile {
-            final_confirmations: self.final_confirmations,
+            final_confirmations: self.final_confirmations.clone(),
             confirmation_window: self.confirmation_window,
             late_payment_window: self.late_payment_window,
             accept_late_payments: self.accept_late_payments,
@@ -128,15 +171,44 @@ pub(crate) struct Tier {
     pub(crate) required: u32,
 }
 
+/// When a payment is final: no longer rolled back by a reorganisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finality {
+    /// With this many confirmations.
+    Confirmations(u32),
+    /// At or below the node's `finalized` block (Ethereum-like chains).
+    Finalized,
+}
+
+impl std::fmt::Display for Finality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finality::Confirmations(n) => write!(f, "{n}"),
+            Finality::Finalized => f.write_str("\"finalized\""),
+        }
+    }
+}
+
+/// A token an Ethereum-like chain accepts, with its own confirmation tiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) asset: Asset,
+    pub(crate) contract: Address,
+    pub(crate) tiers: Vec<Tier>,
+}
+
 /// The effective settlement policy of one chain, after the config's overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Policy {
-    pub(crate) final_confirmations: u32,
+    pub(crate) finality: Finality,
     pub(crate) confirmation_window: u64,
     pub(crate) late_payment_window: u64,
     pub(crate) accept_late_payments: bool,
     pub(crate) max_reorg_depth: u32,
+    /// Tiers of the native coin, in its base units.
     pub(crate) tiers: Vec<Tier>,
+    /// Tiers of each accepted token, by symbol, in the token's base units.
+    pub(crate) token_tiers: BTreeMap<String, Vec<Tier>>,
 }
 
 impl Policy {
@@ -147,20 +219,44 @@ impl Policy {
         file: &PolicyFile,
         over: &PolicyFile,
         native: &Asset,
+        tokens: &[Token],
     ) -> anyhow::Result<Policy> {
         let tiers_file = over.confirmations.as_ref().or(file.confirmations.as_ref());
-        let tiers = match tiers_file {
-            Some(t) => parse_tiers(what, t, native.decimals)?,
-            None => vec![Tier {
+        // The chain's list serves a token without its own, read in the token's units.
+        let tiers_in = |decimals| match tiers_file {
+            Some(t) => parse_tiers(what, t, decimals),
+            None => Ok(vec![Tier {
                 up_to: None,
                 required: 1,
-            }],
+            }]),
+        };
+        let tiers = tiers_in(native.decimals)?;
+        let mut token_tiers = BTreeMap::new();
+        for t in tokens {
+            let own = if t.tiers.is_empty() {
+                tiers_in(t.asset.decimals)?
+            } else {
+                t.tiers.clone()
+            };
+            token_tiers.insert(t.asset.symbol.clone(), own);
+        }
+        let finality = match over
+            .final_confirmations
+            .as_ref()
+            .or(file.final_confirmations.as_ref())
+        {
+            None => Finality::Confirmations(6),
+            Some(FinalityFile::Confirmations(0)) => {
+                anyhow::bail!("{what}.final_confirmations: must be at least 1")
+            }
+            Some(FinalityFile::Confirmations(n)) => Finality::Confirmations(*n),
+            Some(FinalityFile::Tag(t)) if t == "finalized" => Finality::Finalized,
+            Some(FinalityFile::Tag(t)) => anyhow::bail!(
+                "{what}.final_confirmations: {t:?} is neither a number of confirmations nor \"finalized\""
+            ),
         };
         let policy = Policy {
-            final_confirmations: over
-                .final_confirmations
-                .or(file.final_confirmations)
-                .unwrap_or(6),
+            finality,
             confirmation_window: over
                 .confirmation_window
                 .or(file.confirmation_window)
@@ -175,32 +271,62 @@ impl Policy {
                 .unwrap_or(false),
             max_reorg_depth: over.max_reorg_depth.or(file.max_reorg_depth).unwrap_or(100),
             tiers,
+            token_tiers,
         };
-        if policy.final_confirmations == 0 {
-            anyhow::bail!("{what}.final_confirmations: must be at least 1");
-        }
-        if policy.max_reorg_depth < policy.final_confirmations {
+        if let Finality::Confirmations(n) = policy.finality
+            && policy.max_reorg_depth < n
+        {
             anyhow::bail!(
-                "{what}.max_reorg_depth: {} is less than final_confirmations ({})",
+                "{what}.max_reorg_depth: {} is less than final_confirmations ({n})",
                 policy.max_reorg_depth,
-                policy.final_confirmations
             );
         }
         Ok(policy)
     }
 
-    /// Required confirmations for an invoice of `amount_due` (the most demanding tier
-    /// when the amount is not known yet, as in `open` mode before the first payment).
-    pub(crate) fn required_for(&self, amount_due: Option<U256>) -> u32 {
+    /// The highest final block, given the scanned tip and the node's `finalized` block
+    /// (`lifecycle.md`, "Going backwards"); `None` while no block is final.
+    pub(crate) fn final_height(&self, tip: Option<u64>, finalized: Option<u64>) -> Option<u64> {
+        let tip = tip?;
+        match self.finality {
+            Finality::Confirmations(n) => (tip + 1).checked_sub(u64::from(n)),
+            // A finalized block settled has not scanned yet cannot make its payments final.
+            Finality::Finalized => finalized.map(|f| f.min(tip)),
+        }
+    }
+
+    /// Required confirmations for an invoice of `asset` and `amount_due` (the most
+    /// demanding tier when the amount is not known yet, as in `open` mode before the
+    /// first payment).
+    pub(crate) fn required_for(&self, asset: &str, amount_due: Option<U256>) -> u32 {
+        let tiers = self.token_tiers.get(asset).unwrap_or(&self.tiers);
         let Some(due) = amount_due else {
-            return self.tiers.iter().map(|t| t.required).max().unwrap_or(1);
+            return tiers.iter().map(|t| t.required).max().unwrap_or(1);
         };
-        self.tiers
+        tiers
             .iter()
             .find(|t| t.up_to.is_none_or(|up| due <= up))
-            .or(self.tiers.last())
+            .or(tiers.last())
             .map_or(1, |t| t.required)
     }
+}
+
+/// Parses an Ethereum address in any case; a mixed-case one must carry a valid
+/// EIP-55 checksum, since mixed case is how a typo is caught.
+pub(crate) fn parse_address(text: &str) -> Result<Address, String> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("is not an address (0x and 40 hex digits)".into());
+    }
+    let address: Address = format!("0x{hex}")
+        .parse()
+        .map_err(|_| "is not an address".to_string())?;
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed && address.to_checksum(None)[2..] != *hex {
+        return Err("has a wrong EIP-55 checksum (mixed case that does not match)".into());
+    }
+    Ok(address)
 }
 
 /// Parses `[[confirmations]]`: ascending `up_to`, only the last may leave it out.
@@ -271,21 +397,21 @@ mod tests {
             confirmations: Some(tiers()),
             ..Default::default()
         };
-        let p = Policy::resolve("chains.x", &file, &PolicyFile::default(), &btc()).unwrap();
-        let at = |s: &str| p.required_for(Some(amount::parse(s, 8).unwrap()));
+        let p = Policy::resolve("chains.x", &file, &PolicyFile::default(), &btc(), &[]).unwrap();
+        let at = |s: &str| p.required_for("BTC", Some(amount::parse(s, 8).unwrap()));
         assert_eq!(at("0.0005"), 0);
         assert_eq!(at("0.001"), 0);
         assert_eq!(at("0.00100001"), 1);
         assert_eq!(at("0.1"), 1);
         assert_eq!(at("5"), 3);
-        assert_eq!(p.required_for(None), 3);
+        assert_eq!(p.required_for("BTC", None), 3);
     }
 
     #[test]
     fn config_overrides_the_chain_file() {
         let file = PolicyFile {
             confirmations: Some(tiers()),
-            final_confirmations: Some(6),
+            final_confirmations: Some(FinalityFile::Confirmations(6)),
             ..Default::default()
         };
         let over = PolicyFile {
@@ -296,10 +422,119 @@ mod tests {
             accept_late_payments: Some(true),
             ..Default::default()
         };
-        let p = Policy::resolve("chains.x", &file, &over, &btc()).unwrap();
-        assert_eq!(p.required_for(Some(U256::from(1u8))), 2);
+        let p = Policy::resolve("chains.x", &file, &over, &btc(), &[]).unwrap();
+        assert_eq!(p.required_for("BTC", Some(U256::from(1u8))), 2);
         assert!(p.accept_late_payments);
-        assert_eq!(p.final_confirmations, 6);
+        assert_eq!(p.finality, Finality::Confirmations(6));
+    }
+
+    #[test]
+    fn tokens_take_their_own_tiers_or_the_chains_in_their_units() {
+        let file = PolicyFile {
+            confirmations: Some(tiers()),
+            final_confirmations: Some(FinalityFile::Tag("finalized".into())),
+            ..Default::default()
+        };
+        let usdt = Token {
+            asset: Asset {
+                symbol: "USDT".into(),
+                decimals: 6,
+            },
+            contract: Address::ZERO,
+            tiers: parse_tiers(
+                "t",
+                &[
+                    TierFile {
+                        up_to: Some("100".into()),
+                        required: 2,
+                    },
+                    TierFile {
+                        up_to: None,
+                        required: 9,
+                    },
+                ],
+                6,
+            )
+            .unwrap(),
+        };
+        let plain = Token {
+            asset: Asset {
+                symbol: "DAI".into(),
+                decimals: 18,
+            },
+            contract: Address::ZERO,
+            tiers: Vec::new(),
+        };
+        let p = Policy::resolve(
+            "chains.x",
+            &file,
+            &PolicyFile::default(),
+            &btc(),
+            &[usdt, plain],
+        )
+        .unwrap();
+        assert_eq!(p.finality, Finality::Finalized);
+        assert_eq!(
+            p.required_for("USDT", Some(amount::parse("100", 6).unwrap())),
+            2
+        );
+        assert_eq!(
+            p.required_for("USDT", Some(amount::parse("100.000001", 6).unwrap())),
+            9
+        );
+        // The chain's 0.001 read as 0.001 DAI.
+        assert_eq!(
+            p.required_for("DAI", Some(amount::parse("0.001", 18).unwrap())),
+            0
+        );
+        assert_eq!(
+            p.required_for("DAI", Some(amount::parse("0.0011", 18).unwrap())),
+            1
+        );
+        assert_eq!(p.final_height(Some(100), Some(90)), Some(90));
+        assert_eq!(p.final_height(Some(80), Some(90)), Some(80));
+        assert_eq!(p.final_height(Some(80), None), None);
+        let bad = PolicyFile {
+            final_confirmations: Some(FinalityFile::Tag("safe".into())),
+            ..Default::default()
+        };
+        let e = Policy::resolve("chains.x", &bad, &PolicyFile::default(), &btc(), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("chains.x.final_confirmations"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn final_height_by_confirmations() {
+        let p = Policy::resolve(
+            "chains.x",
+            &PolicyFile::default(),
+            &PolicyFile::default(),
+            &btc(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.final_height(Some(10), None), Some(5));
+        assert_eq!(p.final_height(Some(4), Some(4)), None);
+        assert_eq!(p.final_height(None, None), None);
+    }
+
+    #[test]
+    fn addresses_in_any_case_but_mixed_case_must_be_checksummed() {
+        let good = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
+        let a = parse_address(good).unwrap();
+        assert_eq!(parse_address(&good.to_lowercase()).unwrap(), a);
+        assert_eq!(
+            parse_address(&format!("0x{}", good[2..].to_uppercase())).unwrap(),
+            a
+        );
+        assert!(
+            parse_address("0xdAC17F958D2ee523a2206206994597C13D831eC7")
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(parse_address("0x1234").is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::chains::{Asset, ChainFile, Kind, Policy, PolicyFile, TierFile};
+use crate::chains::{
+    Asset, ChainFile, Finality, FinalityFile, Kind, Policy, PolicyFile, TierFile, Token,
+};
 use crate::keys::AddressSource;
 
 /// `config.toml` as written.
@@ -109,7 +111,7 @@ pub(crate) struct ChainSection {
     pub(crate) start_height: Option<u64>,
     pub(crate) trace_internal_transfers: Option<bool>,
     // The chain file's policy keys, overridable here.
-    pub(crate) final_confirmations: Option<u32>,
+    pub(crate) final_confirmations: Option<FinalityFile>,
     pub(crate) confirmation_window: Option<u64>,
     pub(crate) late_payment_window: Option<u64>,
     pub(crate) accept_late_payments: Option<bool>,
@@ -154,6 +156,25 @@ pub(crate) struct ChainSettings {
     pub(crate) addresses: Option<AddressSource>,
     pub(crate) poll_interval: Duration,
     pub(crate) start_height: Option<u64>,
+    /// Ethereum-like chains: the EIP-155 chain id the node must report.
+    pub(crate) chain_id: Option<u64>,
+    /// Ethereum-like chains: the accepted tokens.
+    pub(crate) tokens: Vec<Token>,
+    /// Ethereum-like chains: find ETH sent by contracts in call traces.
+    pub(crate) trace_internal_transfers: bool,
+}
+
+impl ChainSettings {
+    /// The asset called `symbol` on this chain, and its token when it is one.
+    pub(crate) fn asset(&self, symbol: &str) -> Option<(&Asset, Option<&Token>)> {
+        if symbol == self.native.symbol {
+            return Some((&self.native, None));
+        }
+        self.tokens
+            .iter()
+            .find(|t| t.asset.symbol == symbol)
+            .map(|t| (&t.asset, Some(t)))
+    }
 }
 
 /// The whole resolved configuration.
@@ -227,14 +248,24 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
         decimals: chain_file.native.decimals,
     };
     let over = PolicyFile {
-        final_confirmations: s.final_confirmations,
+        final_confirmations: s.final_confirmations.clone(),
         confirmation_window: s.confirmation_window,
         late_payment_window: s.late_payment_window,
         accept_late_payments: s.accept_late_payments,
         max_reorg_depth: s.max_reorg_depth,
         confirmations: s.confirmations.clone(),
     };
-    let policy = Policy::resolve(&at, &chain_file.policy(), &over, &native)?;
+    let tokens = match chain_file.kind {
+        Kind::Bitcoin if !s.tokens.is_empty() => {
+            bail!("{at}.tokens: bitcoin chains have no tokens")
+        }
+        Kind::Bitcoin => Vec::new(),
+        Kind::Ethereum => chain_file.tokens(&at, &s.tokens)?,
+    };
+    let policy = Policy::resolve(&at, &chain_file.policy(), &over, &native, &tokens)?;
+    if chain_file.kind == Kind::Bitcoin && policy.finality == Finality::Finalized {
+        bail!("{at}.final_confirmations: \"finalized\" is for ethereum chains; give a number");
+    }
     if s.poll_interval_ms == 0 {
         bail!("{at}.poll_interval_ms: must be more than 0");
     }
@@ -259,8 +290,10 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
     let (network, addresses) = match chain_file.kind {
         Kind::Bitcoin => {
             let network = bitcoin_network(&at, chain_file.network.as_deref())?;
-            if !s.tokens.is_empty() {
-                bail!("{at}.tokens: bitcoin chains have no tokens");
+            if s.trace_internal_transfers.is_some() {
+                bail!(
+                    "{at}.trace_internal_transfers: only ethereum chains have internal transfers"
+                );
             }
             let key = match (&s.descriptor, &s.xpub) {
                 (Some(d), None) => ("descriptor", d),
@@ -287,15 +320,27 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
             (Some(network), source)
         }
         Kind::Ethereum => {
-            for t in &s.tokens {
-                if !chain_file.tokens.iter().any(|f| &f.symbol == t) {
-                    bail!("{at}.tokens: {t:?} is not a token of chains/{name}.toml");
-                }
+            if chain_file.chain_id.is_none() {
+                bail!("{at}: the chain file chains/{name}.toml has no chain_id");
             }
             if s.descriptor.is_some() {
                 bail!("{at}.descriptor: ethereum chains take an xpub, not a descriptor");
             }
-            (None, None)
+            if !matches!(rpc_auth, RpcAuth::None | RpcAuth::UserPass(..)) {
+                bail!(
+                    "{at}.rpc_cookie_file: is for Bitcoin Core; an ethereum node takes rpc_user and rpc_password, or none"
+                );
+            }
+            let source = match &s.xpub {
+                Some(x) => Some(
+                    AddressSource::parse_evm(x).map_err(|e| anyhow::anyhow!("{at}.xpub: {e}"))?,
+                ),
+                None if s.enabled => bail!(
+                    "{at}.xpub: an enabled ethereum chain needs the account xpub (m/44'/60'/0')"
+                ),
+                None => None,
+            };
+            (None, source)
         }
     };
     Ok(ChainSettings {
@@ -310,6 +355,12 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
         addresses,
         poll_interval: Duration::from_millis(s.poll_interval_ms),
         start_height: s.start_height,
+        chain_id: chain_file.chain_id,
+        trace_internal_transfers: s
+            .trace_internal_transfers
+            .or(chain_file.trace_internal_transfers)
+            .unwrap_or(false),
+        tokens,
     })
 }
 
@@ -341,14 +392,18 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
                 Kind::Bitcoin => "bitcoin",
                 Kind::Ethereum => "ethereum",
             },
-            c.network.map(|n| n.to_string()).unwrap_or_default(),
+            match (c.network, c.chain_id) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(id)) => format!("chain id {id}"),
+                (None, None) => String::new(),
+            },
             if c.enabled { "enabled" } else { "disabled" },
         ));
         let p = &c.policy;
         out.push_str(&format!(
             "#   final_confirmations = {}\n#   confirmation_window = {}\n#   late_payment_window = {}\n\
              #   accept_late_payments = {}\n#   max_reorg_depth = {}\n",
-            p.final_confirmations,
+            p.finality,
             p.confirmation_window,
             p.late_payment_window,
             p.accept_late_payments,
@@ -363,6 +418,32 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
                 )
             });
             out.push_str(&format!("#   {up_to}: {} confirmation(s)\n", t.required));
+        }
+        for t in &c.tokens {
+            out.push_str(&format!(
+                "#   token {}: contract {}, {} decimals\n",
+                t.asset.symbol,
+                t.contract.to_checksum(None),
+                t.asset.decimals
+            ));
+            let tiers = p.token_tiers.get(&t.asset.symbol).into_iter().flatten();
+            for tier in tiers {
+                out.push_str(&format!(
+                    "#     {}: {} confirmation(s)\n",
+                    tier.up_to.map_or("any amount".to_string(), |u| format!(
+                        "up to {} {}",
+                        crate::amount::format(u, t.asset.decimals),
+                        t.asset.symbol
+                    )),
+                    tier.required
+                ));
+            }
+        }
+        if c.kind == Kind::Ethereum {
+            out.push_str(&format!(
+                "#   trace_internal_transfers = {}\n",
+                c.trace_internal_transfers
+            ));
         }
         if let Some(a) = &c.addresses {
             out.push_str(&format!(

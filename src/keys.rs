@@ -1,27 +1,42 @@
-//! Deposit addresses from public keys: a ranged `wpkh`/`tr` descriptor, or an extended
-//! public key (`xpub`/`tpub`/`zpub`/`vpub`), which means `wpkh(KEY/0/*)`.
+//! Deposit addresses from public keys.
 //!
-//! No private key is ever accepted: a descriptor holding one is refused.
+//! Bitcoin: a ranged `wpkh`/`tr` descriptor, or an extended public key
+//! (`xpub`/`tpub`/`zpub`/`vpub`), which means `wpkh(KEY/0/*)`. Ethereum-like chains:
+//! the account-level `xpub` of m/44'/60'/0', whose address `0/i` is the last 20 bytes
+//! of the keccak256 of the uncompressed public key at that path.
+//!
+//! No private key is ever accepted: a key or descriptor holding one is refused.
 
 use std::str::FromStr;
 
+use alloy::primitives::{Address, keccak256};
 use bitcoin::base58;
-use bitcoin::{Network, NetworkKind, ScriptBuf};
+use bitcoin::bip32::{ChildNumber, Xpub};
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::{Network, NetworkKind};
 use miniscript::descriptor::{DescriptorPublicKey, DescriptorType};
 use miniscript::{Descriptor, ForEachKey};
 
-/// A source of fresh deposit addresses on one Bitcoin network.
+/// A source of fresh deposit addresses on one chain.
 #[derive(Debug, Clone)]
-pub(crate) struct AddressSource {
-    descriptor: Descriptor<DescriptorPublicKey>,
-    network: Network,
+pub(crate) enum AddressSource {
+    /// A descriptor on one Bitcoin network.
+    Bitcoin {
+        descriptor: Descriptor<DescriptorPublicKey>,
+        network: Network,
+    },
+    /// The account key m/44'/60'/0' of an Ethereum-like chain.
+    Evm(Xpub),
 }
 
 /// One derived deposit address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Derived {
+    /// As shown: a Bitcoin address, or an EIP-55 checksummed Ethereum address.
     pub(crate) address: String,
-    pub(crate) script: ScriptBuf,
+    /// What a payment to it carries: the output script on Bitcoin, the 20 address
+    /// bytes on Ethereum.
+    pub(crate) script: Vec<u8>,
 }
 
 // SLIP-132 version bytes of the BIP84 extended public keys, and the BIP32 ones they
@@ -82,7 +97,7 @@ impl AddressSource {
             };
             return Err(format!("the key is for {is}, but the chain is {network}"));
         }
-        let source = AddressSource {
+        let source = AddressSource::Bitcoin {
             descriptor,
             network,
         };
@@ -90,26 +105,84 @@ impl AddressSource {
         Ok(source)
     }
 
+    /// Parses the account-level extended public key (m/44'/60'/0') of an
+    /// Ethereum-like chain.
+    pub(crate) fn parse_evm(text: &str) -> Result<AddressSource, String> {
+        let text = text.trim();
+        let data = base58::decode_check(text)
+            .map_err(|_| "is not an extended public key (xpub...)".to_string())?;
+        if data.len() != 78 {
+            return Err("is not an extended public key (wrong length)".into());
+        }
+        let version: [u8; 4] = data[..4].try_into().expect("length checked");
+        if is_private_version(version) {
+            return Err("is a private key: settled only takes public keys".into());
+        }
+        if version != XPUB && version != TPUB {
+            return Err(
+                "is not a BIP32 xpub (ypub/zpub-style keys are for Bitcoin script types)".into(),
+            );
+        }
+        let xpub = Xpub::decode(&data).map_err(|e| format!("is not a valid xpub: {e}"))?;
+        // Wallets derive m/44'/60'/0'/0/i; a key at another depth gives other addresses.
+        if xpub.depth != 3 {
+            return Err(format!(
+                "must be the account key m/44'/60'/0' (depth 3), but this key has depth {}",
+                xpub.depth
+            ));
+        }
+        let source = AddressSource::Evm(xpub);
+        source.derive(0)?;
+        Ok(source)
+    }
+
     /// A stable name of the key, so that a new key starts its own index at 0 and an
     /// old one never reuses an index.
     pub(crate) fn key_id(&self) -> String {
-        self.descriptor.to_string()
+        match self {
+            AddressSource::Bitcoin { descriptor, .. } => descriptor.to_string(),
+            AddressSource::Evm(xpub) => xpub.to_string(),
+        }
     }
 
     /// The address at `index`.
     pub(crate) fn derive(&self, index: u32) -> Result<Derived, String> {
-        let definite = self
-            .descriptor
-            .at_derivation_index(index)
-            .map_err(|e| format!("cannot derive index {index}: {e}"))?;
-        let address = definite
-            .address(self.network)
-            .map_err(|e| format!("cannot derive index {index}: {e}"))?;
-        Ok(Derived {
-            address: address.to_string(),
-            script: definite.script_pubkey(),
-        })
+        let cannot = |e: &dyn std::fmt::Display| format!("cannot derive index {index}: {e}");
+        match self {
+            AddressSource::Bitcoin {
+                descriptor,
+                network,
+            } => {
+                let definite = descriptor
+                    .at_derivation_index(index)
+                    .map_err(|e| cannot(&e))?;
+                let address = definite.address(*network).map_err(|e| cannot(&e))?;
+                Ok(Derived {
+                    address: address.to_string(),
+                    script: definite.script_pubkey().into_bytes(),
+                })
+            }
+            AddressSource::Evm(xpub) => {
+                let path = [
+                    ChildNumber::from_normal_idx(0).map_err(|e| cannot(&e))?,
+                    ChildNumber::from_normal_idx(index).map_err(|e| cannot(&e))?,
+                ];
+                let key = xpub
+                    .derive_pub(&Secp256k1::verification_only(), &path)
+                    .map_err(|e| cannot(&e))?;
+                let address = evm_address(&key.public_key.serialize_uncompressed());
+                Ok(Derived {
+                    address: address.to_checksum(None),
+                    script: address.to_vec(),
+                })
+            }
+        }
     }
+}
+
+/// The Ethereum address of an uncompressed secp256k1 public key (0x04 || x || y).
+fn evm_address(uncompressed: &[u8; 65]) -> Address {
+    Address::from_slice(&keccak256(&uncompressed[1..])[12..])
 }
 
 /// Turns a zpub/vpub into the xpub/tpub it encodes; xpub/tpub pass through.
@@ -242,6 +315,58 @@ mod tests {
                 .contains("only wpkh")
         );
         assert!(AddressSource::parse("nonsense", Network::Bitcoin).is_err());
+    }
+
+    /// m/44'/60'/0' of "abandon" x11 + "about", from its BIP39 seed.
+    fn ethereum_account_xpub() -> String {
+        let seed = hex_seed(
+            "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4",
+        );
+        let secp = Secp256k1::new();
+        let master = bitcoin::bip32::Xpriv::new_master(NetworkKind::Main, &seed).unwrap();
+        let path: bitcoin::bip32::DerivationPath = "m/44'/60'/0'".parse().unwrap();
+        let account = master.derive_priv(&secp, &path).unwrap();
+        Xpub::from_priv(&secp, &account).to_string()
+    }
+
+    fn hex_seed(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ethereum_vector_is_eip55_checksummed() {
+        let xpub = ethereum_account_xpub();
+        assert_eq!(xpub, ETH_ACCOUNT_XPUB);
+        let s = AddressSource::parse_evm(&xpub).unwrap();
+        let d = s.derive(0).unwrap();
+        assert_eq!(d.address, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+        assert_eq!(d.script.len(), 20);
+        assert_ne!(s.derive(1).unwrap().address, d.address);
+    }
+
+    // The same key, as an operator would configure it (also used by the tests on anvil).
+    const ETH_ACCOUNT_XPUB: &str = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt";
+
+    #[test]
+    fn ethereum_keys_must_be_account_level_public_xpubs() {
+        let secp = Secp256k1::new();
+        let master = bitcoin::bip32::Xpriv::new_master(NetworkKind::Main, &[7u8; 32]).unwrap();
+        assert!(
+            AddressSource::parse_evm(&master.to_string())
+                .unwrap_err()
+                .contains("private")
+        );
+        let e = AddressSource::parse_evm(&Xpub::from_priv(&secp, &master).to_string()).unwrap_err();
+        assert!(e.contains("depth 0"), "{e}");
+        assert!(
+            AddressSource::parse_evm(BIP84_ZPUB)
+                .unwrap_err()
+                .contains("xpub")
+        );
+        assert!(AddressSource::parse_evm("0x1234").is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) now: i64,
     /// Start of the last poll that reached the node's tip and looked at its mempool.
     pub(crate) synced_at: Option<i64>,
+    /// Height of the node's `finalized` block, where the chain has one.
+    pub(crate) finalized: Option<u64>,
     pub(crate) policy: &'a Policy,
 }
 
@@ -34,7 +36,8 @@ pub(crate) struct Outcome {
     pub(crate) ready: Vec<bool>,
     /// Payments that time out now under rule 3 (indices into `payments`).
     pub(crate) timed_out: Vec<usize>,
-    /// Completed by the chain with every payment at `final_confirmations`.
+    /// Completed by the chain with every payment final (`final_confirmations`, or at or
+    /// below the node's `finalized` block).
     pub(crate) finalized: bool,
 }
 
@@ -56,7 +59,7 @@ pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
     };
     let required = inv
         .confirmations
-        .unwrap_or_else(|| f.policy.required_for(amount_due));
+        .unwrap_or_else(|| f.policy.required_for(&inv.asset, amount_due));
     let ready: Vec<bool> = pays
         .iter()
         .map(|p| {
@@ -118,11 +121,14 @@ pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
         // Rule 2.
         if sum_where(&|i, p| eligible(p) && out.ready[i]) >= due {
             out.status = Status::Completed;
+            let final_height = f.policy.final_height(f.tip, f.finalized);
             out.finalized = pays.iter().any(|p| p.counts())
-                && pays
-                    .iter()
-                    .filter(|p| p.counts())
-                    .all(|p| p.confirmations(f.tip) >= u64::from(f.policy.final_confirmations));
+                && pays.iter().filter(|p| p.counts()).all(|p| {
+                    p.state == PaymentState::Confirmed
+                        && p.block_height
+                            .zip(final_height)
+                            .is_some_and(|(h, f)| h <= f)
+                });
             return out;
         }
         // Rule 3, where a payment unconfirmed past the window stops counting.
@@ -191,7 +197,7 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            final_confirmations: 6,
+            finality: crate::chains::Finality::Confirmations(6),
             confirmation_window: 86_400,
             late_payment_window: 604_800,
             accept_late_payments: false,
@@ -210,6 +216,7 @@ mod tests {
                     required: 3,
                 },
             ],
+            token_tiers: Default::default(),
         }
     }
 
@@ -283,6 +290,7 @@ mod tests {
             tip: Some(tip),
             now,
             synced_at: Some(now),
+            finalized: None,
             policy: p,
         })
     }
@@ -395,6 +403,7 @@ mod tests {
                 tip: Some(100),
                 now: late_clock,
                 synced_at,
+                finalized: None,
                 policy: &policy,
             });
             assert_eq!(o.status, Status::Pending, "synced at {synced_at:?}");
@@ -545,6 +554,34 @@ mod tests {
             ..p
         };
         assert_eq!(at(&fin, &[gone], 106, T0 + 20).status, Status::Completed);
+    }
+
+    #[test]
+    fn final_at_the_nodes_finalized_block() {
+        let inv = invoice(1_000_000);
+        let p = mined(1_000_000, T0 + 10, 101);
+        let policy = Policy {
+            finality: crate::chains::Finality::Finalized,
+            ..policy()
+        };
+        let at_finalized = |finalized| {
+            evaluate(Facts {
+                invoice: &inv,
+                payments: std::slice::from_ref(&p),
+                tip: Some(200),
+                now: T0 + 20,
+                synced_at: Some(T0 + 20),
+                finalized,
+                policy: &policy,
+            })
+        };
+        assert_eq!(at_finalized(None).status, Status::Completed);
+        assert!(
+            !at_finalized(None).finalized,
+            "no finalized block known yet"
+        );
+        assert!(!at_finalized(Some(100)).finalized);
+        assert!(at_finalized(Some(101)).finalized);
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub(crate) struct Cursor {
     pub(crate) height: u64,
     pub(crate) hash: String,
     pub(crate) synced_at: Option<i64>,
+    /// The node's `finalized` block as last seen (Ethereum-like chains).
+    pub(crate) finalized: Option<u64>,
 }
 
 /// The database.
@@ -206,8 +208,12 @@ impl Store {
         let policy = self.policy(chain)?;
         let now = now();
         let since = now - policy.late_payment_window as i64;
-        let tip = cursor_of(&conn, chain)?.map_or(0, |c| c.height as i64);
-        let unfinal_above = tip - i64::from(policy.final_confirmations);
+        let cursor = cursor_of(&conn, chain)?;
+        let final_height = policy.final_height(
+            cursor.as_ref().map(|c| c.height),
+            cursor.as_ref().and_then(|c| c.finalized),
+        );
+        let unfinal_above = final_height.map_or(-1, |h| h as i64);
         let mut st = conn.prepare(
             "SELECT script, id FROM invoices i WHERE chain = ?1 AND (
                  closed_at IS NULL OR closed_at > ?2
@@ -462,7 +468,8 @@ impl Store {
             payments: &pays,
             tip,
             now: now(),
-            synced_at: cursor.and_then(|c| c.synced_at),
+            synced_at: cursor.as_ref().and_then(|c| c.synced_at),
+            finalized: cursor.and_then(|c| c.finalized),
             policy,
         });
         Ok(invoice_json(&inv, &pays, &out, tip))
@@ -486,13 +493,14 @@ fn last_seq_of(conn: &Connection) -> rusqlite::Result<i64> {
 
 fn cursor_of(conn: &Connection, chain: &str) -> rusqlite::Result<Option<Cursor>> {
     conn.query_row(
-        "SELECT height, hash, synced_at FROM cursors WHERE chain = ?1",
+        "SELECT height, hash, synced_at, finalized FROM cursors WHERE chain = ?1",
         [chain],
         |r| {
             Ok(Cursor {
                 height: r.get(0)?,
                 hash: r.get(1)?,
                 synced_at: r.get(2)?,
+                finalized: r.get(3)?,
             })
         },
     )

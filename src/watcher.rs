@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amount::U256;
 use crate::bitcoind::{Bitcoind, NodeError};
 use crate::chain::Chain;
-use crate::store::{BlockFound, ChainUpdate, Found, Store, StoreError, now};
+use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store, StoreError, now};
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +171,7 @@ impl Watcher {
         Ok(())
     }
 
-    fn cursor(&self) -> Result<crate::store::Cursor, WatchError> {
+    fn cursor(&self) -> Result<Cursor, WatchError> {
         self.store
             .cursor(self.name())?
             .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
@@ -245,7 +245,7 @@ impl Watcher {
 
     /// Walks back to the fork point, then disconnects our blocks above it and connects
     /// the node's, in one transaction.
-    async fn reorg(&mut self, cur: &crate::store::Cursor) -> Result<(), WatchError> {
+    async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
         let policy = &self.chain.settings.policy;
         let node_height = self.node().block_count().await?;
         if node_height < cur.height {
@@ -314,16 +314,7 @@ impl Watcher {
                 ..Default::default()
             },
         )?;
-        let final_depth = u64::from(policy.final_confirmations);
-        if depth >= final_depth || !applied.final_reorged.is_empty() {
-            let msg = format!(
-                "ALARM: a reorganisation of {depth} blocks above height {fork}, at least \
-                 final_confirmations ({final_depth}) deep; final invoices touched: {:?} (they stay COMPLETED)",
-                applied.final_reorged
-            );
-            tracing::error!(chain = %self.name(), "{msg}");
-            self.chain.set_status(|s| s.alarm = Some(msg));
-        }
+        alarm_if_final(&self.chain, cur, fork, &applied.final_reorged);
         Ok(())
     }
 
@@ -334,6 +325,25 @@ impl Watcher {
     /// Outputs of `tx` that pay a watched script.
     fn matches(&self, tx: &Transaction) -> Vec<Found> {
         matching_outputs(tx, &|script| self.chain.watchlist.get(script))
+    }
+}
+
+/// Raises the chain's alarm when a reorganisation disconnected a final block
+/// (`lifecycle.md`: an alarm, not a silent rewrite); final invoices stay `COMPLETED`.
+pub(crate) fn alarm_if_final(chain: &Chain, cur: &Cursor, fork: u64, final_reorged: &[String]) {
+    let final_height = chain
+        .settings
+        .policy
+        .final_height(Some(cur.height), cur.finalized);
+    if final_height.is_some_and(|f| fork < f) || !final_reorged.is_empty() {
+        let depth = cur.height - fork;
+        let msg = format!(
+            "ALARM: a reorganisation of {depth} blocks above height {fork} disconnected final \
+             blocks (final_confirmations = {}); final invoices touched: {final_reorged:?} (they stay COMPLETED)",
+            chain.settings.policy.finality
+        );
+        tracing::error!(chain = %chain.settings.name, "{msg}");
+        chain.set_status(|s| s.alarm = Some(msg));
     }
 }
 

@@ -4,7 +4,8 @@
 use rusqlite::Connection;
 
 /// The migrations, in order: `PRAGMA user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE invoices (
     id TEXT PRIMARY KEY,
     chain TEXT NOT NULL,
@@ -84,7 +85,10 @@ CREATE TABLE derivation (
     next_index INTEGER NOT NULL,
     PRIMARY KEY (chain, key_id)
 ) STRICT;
-"#];
+"#,
+    // The node's `finalized` block, for chains whose finality follows it.
+    "ALTER TABLE cursors ADD COLUMN finalized INTEGER;",
+];
 
 /// Runs the migrations not yet run, each in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {

@@ -48,6 +48,8 @@ pub(crate) struct ChainUpdate {
     pub(crate) evicted: Vec<String>,
     /// Start of a poll that reached the tip and looked at the mempool.
     pub(crate) synced_at: Option<i64>,
+    /// The node's `finalized` block, where the chain has one.
+    pub(crate) finalized: Option<u64>,
 }
 
 /// What a chain update did that the watcher must act on.
@@ -151,6 +153,13 @@ impl Store {
             }
         }
         drop(drop_tx);
+        let mut finality_moved = false;
+        if let Some(f) = up.finalized {
+            finality_moved = tx.execute(
+                "UPDATE cursors SET finalized = ?2 WHERE chain = ?1 AND finalized IS NOT ?2",
+                params![chain, f],
+            )? > 0;
+        }
         if let Some(at) = up.synced_at {
             tx.execute(
                 "UPDATE cursors SET synced_at = MAX(COALESCE(synced_at, 0), ?2) WHERE chain = ?1",
@@ -161,8 +170,8 @@ impl Store {
         // Which invoices to judge again: those whose payments changed, those whose
         // payments' confirmations move with the tip, and those the clock may expire.
         let mut ids: BTreeSet<String> = changes.iter().map(|(i, _)| i.clone()).collect();
-        if up.disconnect_above.is_some() || !up.connect.is_empty() {
-            ids.extend(confirming(&tx, chain, policy)?);
+        if up.disconnect_above.is_some() || !up.connect.is_empty() || finality_moved {
+            ids.extend(confirming(&tx, chain)?);
         }
         // The clock can only move invoices once the watcher has caught up with the node
         // (expiry waits for that), so catching up block by block skips this.
@@ -201,7 +210,8 @@ impl Store {
             payments: &pays,
             tip,
             now,
-            synced_at: cursor.and_then(|c| c.synced_at),
+            synced_at: cursor.as_ref().and_then(|c| c.synced_at),
+            finalized: cursor.and_then(|c| c.finalized),
             policy,
         });
 
@@ -390,19 +400,15 @@ fn set_cursor(
     Ok(())
 }
 
-/// Invoices whose status may move with the tip: payments not yet confirmed enough to
-/// have been announced, or not yet final.
-fn confirming(tx: &Transaction<'_>, chain: &str, policy: &Policy) -> StoreResult<Vec<String>> {
-    let tip = cursor_of(tx, chain)?.map_or(0, |c| c.height as i64);
+/// Invoices whose status may move with the tip or the finalized block: payments not
+/// yet confirmed enough to have been announced, or completed invoices not yet final.
+fn confirming(tx: &Transaction<'_>, chain: &str) -> StoreResult<Vec<String>> {
     let mut st = tx.prepare(
         "SELECT DISTINCT p.invoice_id FROM payments p JOIN invoices i ON i.id = p.invoice_id
          WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND
-               (p.confirmed_notified = 0 OR (p.block_height > ?2 AND i.decision IS NULL))",
+               (p.confirmed_notified = 0 OR (i.status = 'COMPLETED' AND i.decision IS NULL))",
     )?;
-    let rows = st.query_map(
-        params![chain, tip - i64::from(policy.final_confirmations)],
-        |r| r.get(0),
-    )?;
+    let rows = st.query_map(params![chain], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
