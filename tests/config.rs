@@ -148,3 +148,99 @@ fn a_disabled_chain_needs_no_node() {
     let (ok, _, err) = check("[chains.regtest]\nenabled = false", &[]);
     assert!(ok, "{err}");
 }
+
+/// m/44'/60'/0' of the mnemonic "abandon" x11 + "about": its address 0/0 is
+/// 0x9858EfFD232B4033E47d90003D41EC34EcaEda94.
+const ETH_XPUB: &str = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt";
+
+#[test]
+fn every_shipped_ethereum_chain_file_loads_with_its_tokens() {
+    for (chain, id, tokens, decimals) in [
+        ("ethereum", 1, &["USDT", "USDC"][..], 6),
+        ("sepolia", 11155111, &["USDC"][..], 6),
+        ("polygon", 137, &["USDT", "USDC"][..], 6),
+        ("arbitrum", 42161, &["USDT", "USDC"][..], 6),
+        ("base", 8453, &["USDC"][..], 6),
+        ("bsc", 56, &["USDT", "USDC"][..], 18),
+        ("anvil", 31337, &["USDT"][..], 6),
+    ] {
+        let list = tokens
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = format!(
+            "[chains.{chain}]\nrpc_url = \"http://127.0.0.1:1\"\nxpub = \"{ETH_XPUB}\"\ntokens = [{list}]"
+        );
+        let (ok, out, err) = check(&body, &[]);
+        assert!(ok, "{chain}: {err}");
+        assert!(out.contains(&format!("chain id {id}")), "{chain}: {out}");
+        assert!(
+            out.contains("0x9858EfFD232B4033E47d90003D41EC34EcaEda94"),
+            "{chain}: {out}"
+        );
+        for t in tokens {
+            assert!(
+                out.contains(&format!("token {t}: contract 0x")),
+                "{chain}: {out}"
+            );
+            assert!(
+                out.contains(&format!("{decimals} decimals")),
+                "{chain}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ethereum_mistakes_are_named() {
+    let eth = |extra: &str| {
+        format!(
+            "[chains.ethereum]\nrpc_url = \"http://127.0.0.1:1\"\nxpub = \"{ETH_XPUB}\"\n{extra}"
+        )
+    };
+    let refused = |body: &str, key: &str| {
+        let (ok, _, err) = check(body, &[]);
+        assert!(!ok && err.contains(key), "expected {key} in: {err}");
+    };
+    refused(&eth("tokens = [\"DOGE\"]"), "chains.ethereum.tokens[0]");
+    refused(
+        &eth("descriptor = \"wpkh(x)\""),
+        "chains.ethereum.descriptor",
+    );
+    refused(
+        &eth("final_confirmations = \"soon\""),
+        "chains.ethereum.final_confirmations",
+    );
+    refused(
+        &eth("rpc_cookie_file = \"/x\""),
+        "chains.ethereum.rpc_cookie_file",
+    );
+    refused(
+        &format!("[chains.ethereum]\nrpc_url = \"http://127.0.0.1:1\"\nxpub = \"{ZPUB}\""),
+        "chains.ethereum.xpub",
+    );
+    refused(
+        "[chains.ethereum]\nrpc_url = \"http://127.0.0.1:1\"",
+        "chains.ethereum.xpub",
+    );
+    refused(
+        &regtest("final_confirmations = \"finalized\""),
+        "chains.regtest.final_confirmations",
+    );
+    refused(
+        &regtest("trace_internal_transfers = true"),
+        "chains.regtest.trace_internal_transfers",
+    );
+    // "finalized" and a trace override are taken, from the file or the environment.
+    let (ok, out, err) = check(
+        &eth("trace_internal_transfers = false"),
+        &[(
+            "SETTLED__CHAINS__ETHEREUM__FINAL_CONFIRMATIONS",
+            "finalized",
+        )],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("trace_internal_transfers = false"), "{out}");
+    assert!(out.contains("final_confirmations = \"finalized\""), "{out}");
+}
