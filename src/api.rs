@@ -12,7 +12,7 @@ use crate::chains::Kind;
 use crate::config::Settings;
 use crate::invoice::{Mode, Status};
 use crate::store::{Action, ListFilter, NewInvoice, Store, StoreError};
-use crate::watcher;
+use crate::{bitcoin, evm};
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,20 +290,27 @@ impl Api {
                 format!("chain {:?} is not enabled", cs.name),
             ));
         }
-        let (Kind::Bitcoin, Some(source)) = (cs.kind, cs.addresses.as_ref()) else {
+        let Some(source) = cs.addresses.as_ref() else {
             return Err(RpcError::new(
                 CHAIN_UNAVAILABLE,
-                format!("chain {:?} cannot take invoices in this version", cs.name),
+                format!("chain {:?} has no key to derive addresses from", cs.name),
             ));
         };
         let asset = p.str("asset")?.unwrap_or_else(|| cs.native.symbol.clone());
-        if asset != cs.native.symbol {
+        let Some((asset_def, token)) = cs.asset(&asset) else {
+            let mut known = vec![cs.native.symbol.clone()];
+            known.extend(cs.tokens.iter().map(|t| t.asset.symbol.clone()));
             return Err(RpcError::field(
                 "asset",
-                format!("{asset:?} is not an asset of chain {:?}", cs.name),
+                format!(
+                    "{asset:?} is not an asset of chain {:?} (it takes {})",
+                    cs.name,
+                    known.join(", ")
+                ),
             ));
-        }
-        let decimals = cs.native.decimals;
+        };
+        let decimals = asset_def.decimals;
+        let contract = token.map(|t| t.contract);
         let mode = match p.str("mode")? {
             None => Mode::Fixed,
             Some(m) => Mode::parse(&m)
@@ -408,8 +415,12 @@ impl Api {
             idempotency_key: p.text("idempotency_key", 255)?,
             request,
         };
+        // A token invoice matches transfers of that token's contract to the address.
         let (view, watch) = self.store.create_invoice(new, &source.key_id(), |i| {
-            source.derive(i).map(|d| (d.address, d.script))
+            source.derive(i).map(|d| match cs.kind {
+                Kind::Bitcoin => (d.address, d.script),
+                Kind::Ethereum => (d.address, evm::match_key(contract.as_ref(), &d.script)),
+            })
         })?;
         if let Some((script, id)) = watch {
             chain.watchlist.insert(script, id);
@@ -474,16 +485,32 @@ impl Api {
         let from = p.uint("from_height")?;
         let (chain_name, _, _) = self.store.invoice_target(&id)?;
         let chain = self.chain(&chain_name)?;
-        if chain.bitcoind.is_none() {
+        if !chain.has_node() {
             return Err(RpcError::new(
                 CHAIN_UNAVAILABLE,
                 format!("chain {chain_name:?} is not enabled"),
             ));
         }
-        let found = watcher::rescan(chain, &self.store, &id, from)
-            .await
-            .map_err(|e| RpcError::new(INTERNAL, format!("rescan failed: {e}")))?;
-        Ok(json!({ "payments_found": found }))
+        let failed = |e: anyhow::Error| RpcError::new(INTERNAL, format!("rescan failed: {e}"));
+        match chain.settings.kind {
+            Kind::Bitcoin => {
+                let found = bitcoin::rescan(chain, &self.store, &id, from)
+                    .await
+                    .map_err(failed)?;
+                Ok(json!({ "payments_found": found }))
+            }
+            Kind::Ethereum => {
+                let (found, unexplained) = evm::rescan(chain, &self.store, &id, from)
+                    .await
+                    .map_err(failed)?;
+                let mut out = json!({ "payments_found": found });
+                if let Some(gap) = unexplained {
+                    out["unexplained_balance"] =
+                        json!(amount::format(gap, chain.settings.native.decimals));
+                }
+                Ok(out)
+            }
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Mutex, RwLock};
 use serde_json::{Value, json};
 
 use crate::bitcoind::Bitcoind;
+use crate::chains::Kind;
 use crate::config::ChainSettings;
+use crate::ethnode::EthNode;
 
 /// Deposit scripts to match, each with its invoice: one hash lookup per output, so a
 /// block costs the same however many invoices are open.
@@ -74,19 +76,34 @@ pub(crate) struct Chain {
     pub(crate) status: Mutex<ChainStatus>,
     /// The node, for bitcoin chains (also used by `invoice.rescan`).
     pub(crate) bitcoind: Option<Bitcoind>,
+    /// The node, for ethereum chains (also used by `invoice.rescan`).
+    pub(crate) ethnode: Option<EthNode>,
 }
 
 impl Chain {
     /// A chain not started yet.
-    pub(crate) fn new(settings: ChainSettings) -> Chain {
-        let bitcoind = (settings.kind == crate::chains::Kind::Bitcoin && settings.enabled)
+    pub(crate) fn new(settings: ChainSettings) -> anyhow::Result<Chain> {
+        let bitcoind = (settings.kind == Kind::Bitcoin && settings.enabled)
             .then(|| Bitcoind::new(&settings.rpc_url, &settings.rpc_auth));
-        Chain {
+        let ethnode = match settings.kind == Kind::Ethereum && settings.enabled {
+            true => Some(
+                EthNode::new(&settings.rpc_url, &settings.rpc_auth)
+                    .map_err(|e| anyhow::anyhow!("chains.{}.rpc_url: {e}", settings.name))?,
+            ),
+            false => None,
+        };
+        Ok(Chain {
             settings,
             watchlist: Watchlist::default(),
             status: Mutex::new(ChainStatus::default()),
             bitcoind,
-        }
+            ethnode,
+        })
+    }
+
+    /// True when the chain has a node to follow.
+    pub(crate) fn has_node(&self) -> bool {
+        self.bitcoind.is_some() || self.ethnode.is_some()
     }
 
     /// Changes the status under its lock.

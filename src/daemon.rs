@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::chain::Chain;
-use crate::chains::{Kind, Policy};
+use crate::chains::Policy;
 use crate::config::{LogFormat, Settings};
 use crate::store::Store;
 use crate::{admin, watcher};
@@ -50,23 +50,14 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         .chains
         .iter()
         .cloned()
-        .map(|c| Arc::new(Chain::new(c)))
-        .collect();
+        .map(|c| Chain::new(c).map(Arc::new))
+        .collect::<anyhow::Result<_>>()?;
     let listener = admin::bind(&settings.admin_socket).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for chain in &chains {
-        let cs = &chain.settings;
-        match (cs.enabled, cs.kind) {
-            (false, _) => {}
-            (true, Kind::Bitcoin) => {
-                tasks.spawn(watcher::run(chain.clone(), store.clone(), shutdown.clone()));
-            }
-            (true, Kind::Ethereum) => {
-                let msg = "ethereum chains are not supported by this version yet";
-                tracing::error!(chain = %cs.name, "{msg}");
-                chain.set_status(|s| s.last_error = Some(msg.into()));
-            }
+        if chain.settings.enabled {
+            tasks.spawn(watcher::run(chain.clone(), store.clone(), shutdown.clone()));
         }
     }
     let api = Arc::new(Api {

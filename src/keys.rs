@@ -22,7 +22,7 @@ use miniscript::{Descriptor, ForEachKey};
 pub(crate) enum AddressSource {
     /// A descriptor on one Bitcoin network.
     Bitcoin {
-        descriptor: Descriptor<DescriptorPublicKey>,
+        descriptor: Box<Descriptor<DescriptorPublicKey>>,
         network: Network,
     },
     /// The account key m/44'/60'/0' of an Ethereum-like chain.
@@ -98,7 +98,7 @@ impl AddressSource {
             return Err(format!("the key is for {is}, but the chain is {network}"));
         }
         let source = AddressSource::Bitcoin {
-            descriptor,
+            descriptor: Box::new(descriptor),
             network,
         };
         source.derive(0)?;

@@ -8,13 +8,16 @@
 pub(crate) mod admin;
 pub(crate) mod amount;
 pub(crate) mod api;
+pub(crate) mod bitcoin;
 pub(crate) mod bitcoind;
 pub(crate) mod chain;
 pub(crate) mod chains;
 pub mod cli;
 pub(crate) mod config;
 pub mod daemon;
+pub(crate) mod ethnode;
 pub(crate) mod events;
+pub(crate) mod evm;
 pub(crate) mod invoice;
 pub(crate) mod keys;
 pub(crate) mod lifecycle;

@@ -336,6 +336,19 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// The sum of the invoice's payments confirmed at or below `height`.
+    pub(crate) fn confirmed_total(&self, id: &str, height: u64) -> StoreResult<U256> {
+        let pays = load_payments(&self.conn(), id)?;
+        Ok(crate::amount::sum(
+            pays.iter()
+                .filter(|p| {
+                    p.state == PaymentState::Confirmed
+                        && p.block_height.is_some_and(|h| h <= height)
+                })
+                .map(|p| p.amount),
+        ))
+    }
+
     /// `invoice.list`: newest first, `limit` a page, with the cursor of the next page.
     pub(crate) fn list_invoices(&self, f: &ListFilter) -> StoreResult<(Vec<Value>, Option<i64>)> {
         let conn = self.conn();

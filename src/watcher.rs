@@ -1,35 +1,39 @@
-//! The Bitcoin follower: one task per chain that only reads the node and hands each
-//! step's findings to the store.
-//!
-//! It follows the best chain block by block from its persisted cursor (never skipping
-//! one), detects reorganisations by parent hash and walks back to the fork point, then
-//! looks at the mempool; evictions are judged only when it is at the node's tip.
+//! What every chain follower shares: the poll loop with its backoff and status, the
+//! walk back to a fork point, and the finality alarm. The followers themselves
+//! ([`crate::bitcoin`], [`crate::evm`]) only read their node and hand each step's
+//! findings to the store.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::{Block, Transaction, Txid};
 use tokio_util::sync::CancellationToken;
 
-use crate::amount::U256;
-use crate::bitcoind::{Bitcoind, NodeError};
+use crate::bitcoind::NodeError;
 use crate::chain::Chain;
-use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store, StoreError, now};
+use crate::chains::Kind;
+use crate::store::{Cursor, Store, StoreError, now};
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
-enum WatchError {
+pub(crate) enum WatchError {
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
     /// The chain cannot go on without the operator (a reorganisation deeper than
-    /// `max_reorg_depth`): the watcher stops.
+    /// `max_reorg_depth`, a node on another chain): the watcher stops.
     #[error("{0}")]
     Halt(String),
     #[error("shutting down")]
     Shutdown,
+}
+
+/// One kind of chain follower: a poll reads the node from the store's cursor on and
+/// commits what it found.
+pub(crate) trait Follower: Send {
+    /// Follows the node up to its tip; `started` is when the poll began.
+    fn poll(&mut self, started: i64) -> impl Future<Output = Result<(), WatchError>> + Send;
 }
 
 /// How often the watchlist is rebuilt from the database, dropping addresses no
@@ -37,30 +41,45 @@ enum WatchError {
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-struct Watcher {
+/// Follows one chain until `shutdown` is cancelled or the chain must halt.
+pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
+    match chain.settings.kind {
+        Kind::Bitcoin => {
+            let f = crate::bitcoin::Follower::new(chain.clone(), store.clone(), shutdown.clone());
+            follow(chain, store, shutdown, f).await
+        }
+        Kind::Ethereum => {
+            let f = crate::evm::Follower::new(chain.clone(), store.clone(), shutdown.clone());
+            follow(chain, store, shutdown, f).await
+        }
+    }
+}
+
+async fn follow(
     chain: Arc<Chain>,
     store: Arc<Store>,
     shutdown: CancellationToken,
-    mempool: HashSet<Txid>,
-    reloaded: Option<Instant>,
-}
-
-/// Follows one Bitcoin chain until `shutdown` is cancelled or the chain must halt.
-pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
+    mut follower: impl Follower,
+) {
     let name = chain.settings.name.clone();
     let poll = chain.settings.poll_interval;
     chain.set_status(|s| s.running = true);
-    let mut w = Watcher {
-        chain: chain.clone(),
-        store,
-        shutdown: shutdown.clone(),
-        mempool: HashSet::new(),
-        reloaded: None,
-    };
+    let mut reloaded: Option<Instant> = None;
     let mut delay = poll;
     loop {
         let started = now();
-        match w.poll(started).await {
+        let mut result = Ok(());
+        if reloaded.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
+            result = chain
+                .watchlist
+                .reload(|| store.watched(&name))
+                .map_err(WatchError::from);
+            reloaded = result.is_ok().then(Instant::now);
+        }
+        if result.is_ok() {
+            result = follower.poll(started).await;
+        }
+        match result {
             Ok(()) => {
                 delay = poll;
                 chain.set_status(|s| {
@@ -102,329 +121,196 @@ pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: Cancella
     chain.set_status(|s| s.running = false);
 }
 
-impl Watcher {
-    fn name(&self) -> &str {
-        &self.chain.settings.name
-    }
+/// The node's side of the fork walk.
+pub(crate) trait NodeView: Sync {
+    /// The height of the node's best block.
+    fn height(&self) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    /// The hash of the node's best-chain block at `height`, if any.
+    fn hash_at(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = Result<Option<String>, NodeError>> + Send;
+}
 
-    fn node(&self) -> &Bitcoind {
-        self.chain
-            .bitcoind
-            .as_ref()
-            .expect("a bitcoin chain has a node")
-    }
+/// Where the node's best chain leaves the blocks settled applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fork {
+    /// The last block both hold.
+    pub(crate) height: u64,
+    pub(crate) hash: String,
+    /// The node's tip height when the walk ran.
+    pub(crate) node_height: u64,
+}
 
-    async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
-        if self.reloaded.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
-            let (store, name) = (&self.store, self.chain.settings.name.as_str());
-            self.chain.watchlist.reload(|| store.watched(name))?;
-            self.reloaded = Some(Instant::now());
-        }
-        self.sync_blocks().await?;
-
-        // The mempool, then a second look at the tip: a block that arrived in between
-        // may have mined what left the mempool, so evictions wait for a calm poll.
-        let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
-        let cursor = self.cursor()?;
-        let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
-        let mut found = Vec::new();
-        for txid in txids.difference(&self.mempool) {
-            let Some(tx) = self.node().mempool_tx(txid).await? else {
-                continue;
-            };
-            let mut hits = self.matches(&tx);
-            if !hits.is_empty() {
-                let rbf = self.node().replaceable(&tx).await?;
-                hits.iter_mut().for_each(|h| h.rbf = rbf);
-                found.extend(hits);
-            }
-        }
-        let evicted: Vec<String> = if at_tip {
-            self.store
-                .pending_txids(self.name())?
-                .into_iter()
-                .filter(|t| t.parse::<Txid>().is_ok_and(|t| !txids.contains(&t)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for e in &evicted {
-            tracing::info!(chain = %self.name(), txid = %e, "payment left the mempool unmined");
-        }
-        self.store.apply(
-            self.name(),
-            ChainUpdate {
-                mempool: found,
-                evicted,
-                synced_at: at_tip.then_some(started),
-                ..Default::default()
-            },
-        )?;
-        self.mempool = txids;
-        // At the tip the node's height is ours; ask only when a block came in between.
-        let node_height = if at_tip {
-            cursor.height
-        } else {
-            self.node().block_count().await?
-        };
-        self.chain.set_status(|s| s.node_height = Some(node_height));
-        Ok(())
-    }
-
-    fn cursor(&self) -> Result<Cursor, WatchError> {
-        self.store
-            .cursor(self.name())?
-            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
-    }
-
-    /// Starts at `start_height` (or the node's tip) on the very first run.
-    async fn first_cursor(&self) -> Result<(), WatchError> {
-        if self.store.cursor(self.name())?.is_some() {
-            return Ok(());
-        }
-        let info = self.node().chain_info().await?;
-        if info.get("initialblockdownload").and_then(|v| v.as_bool()) == Some(true)
-            && self.chain.settings.start_height.is_none()
-        {
-            return Err(NodeError::Transient(
-                "node is still in initial block download; waiting before choosing where to start"
-                    .into(),
-            )
+/// Walks back from the cursor to the last block the node's best chain shares with
+/// `ours` (the hashes the store keeps). A node whose tip lies on our branch is behind,
+/// not reorganised: that is a transient error, never a rollback.
+pub(crate) async fn find_fork(
+    node: &impl NodeView,
+    ours: impl Fn(u64) -> Result<Option<String>, StoreError>,
+    cur: &Cursor,
+    max_depth: u32,
+) -> Result<Fork, WatchError> {
+    let node_height = node.height().await?;
+    if node_height < cur.height {
+        // Restarting, replaying, lost unflushed blocks, or a new node still syncing:
+        // wait. Only a different hash at a height we hold proves a fork.
+        let mine = ours(node_height)?;
+        let theirs = node.hash_at(node_height).await?;
+        if mine.is_none() || mine == theirs {
+            return Err(NodeError::Transient(format!(
+                "the node is behind: its tip is at height {node_height}, settled has scanned {}; \
+                 waiting for it to catch up",
+                cur.height
+            ))
             .into());
         }
-        let height = match self.chain.settings.start_height {
-            Some(h) => h.saturating_sub(1),
-            None => self.node().block_count().await?,
-        };
-        let hash = self.node().block_hash(height).await?.ok_or_else(|| {
-            NodeError::Transient(format!(
-                "the node has no block at height {height} yet (start_height)"
-            ))
-        })?;
-        self.store
-            .init_cursor(self.name(), height, &hash.to_string())?;
-        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
-        Ok(())
     }
-
-    /// Connects the node's blocks after the cursor, one transaction per block.
-    async fn sync_blocks(&mut self) -> Result<(), WatchError> {
-        self.first_cursor().await?;
-        loop {
-            if self.shutdown.is_cancelled() {
-                return Err(WatchError::Shutdown);
-            }
-            let cur = self.cursor()?;
-            self.chain.set_status(|s| {
-                s.scanned_height = Some(cur.height);
-                s.scanned_hash = Some(cur.hash.clone());
-            });
-            // Compare tips first: the steady state costs one call.
-            if self.node().best_block_hash().await?.to_string() == cur.hash {
-                return Ok(());
-            }
-            let Some(next) = self.node().block_hash(cur.height + 1).await? else {
-                self.reorg(&cur).await?;
-                continue;
-            };
-            let block = self.node().block(&next).await?;
-            if block.header.prev_blockhash.to_string() != cur.hash {
-                self.reorg(&cur).await?;
-                continue;
-            }
-            let found = self.block_found(cur.height + 1, &block);
-            self.store.apply(
-                self.name(),
-                ChainUpdate {
-                    connect: vec![found],
-                    ..Default::default()
-                },
-            )?;
+    let mut h = cur.height.min(node_height);
+    loop {
+        if cur.height - h > u64::from(max_depth) {
+            return Err(WatchError::Halt(format!(
+                "reorganisation deeper than max_reorg_depth ({max_depth}) below height {}",
+                cur.height
+            )));
         }
-    }
-
-    /// Walks back to the fork point, then disconnects our blocks above it and connects
-    /// the node's, in one transaction.
-    async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
-        let policy = &self.chain.settings.policy;
-        let node_height = self.node().block_count().await?;
-        if node_height < cur.height {
-            // A node whose tip is an ancestor of ours is behind (restarting, replaying,
-            // lost unflushed blocks, or a new node still syncing), not reorganised:
-            // wait, never roll back. Only a different hash we hold proves a fork.
-            let ours = self.store.block_hash(self.name(), node_height)?;
-            let theirs = self.node().block_hash(node_height).await?;
-            if ours.is_none() || ours == theirs.map(|h| h.to_string()) {
-                return Err(NodeError::Transient(format!(
-                    "the node is behind: its tip is at height {node_height}, settled has scanned {}; \
-                     waiting for it to catch up",
-                    cur.height
-                ))
-                .into());
+        match (ours(h)?, node.hash_at(h).await?) {
+            (Some(o), Some(t)) if o == t => {
+                return Ok(Fork {
+                    height: h,
+                    hash: o,
+                    node_height,
+                });
             }
-        }
-        let mut h = cur.height.min(node_height);
-        let (fork, fork_hash) = loop {
-            if cur.height - h > u64::from(policy.max_reorg_depth) {
+            (None, _) => {
                 return Err(WatchError::Halt(format!(
-                    "reorganisation deeper than max_reorg_depth ({}) below height {}",
-                    policy.max_reorg_depth, cur.height
+                    "reorganisation reaches height {h}, older than the blocks settled keeps"
                 )));
             }
-            let ours = self.store.block_hash(self.name(), h)?;
-            let theirs = self.node().block_hash(h).await?;
-            match (ours, theirs) {
-                (Some(o), Some(t)) if o == t.to_string() => break (h, o),
-                (None, _) => {
-                    return Err(WatchError::Halt(format!(
-                        "reorganisation reaches height {h}, older than the blocks settled keeps"
-                    )));
-                }
-                _ if h == 0 => {
-                    return Err(WatchError::Halt(
-                        "the node's chain has another genesis".into(),
-                    ));
-                }
-                _ => h -= 1,
+            _ if h == 0 => {
+                return Err(WatchError::Halt(
+                    "the node's chain has another genesis".into(),
+                ));
             }
-        };
-        let mut blocks = Vec::new();
-        let mut prev = fork_hash;
-        for height in fork + 1..=node_height.min(cur.height + 1) {
-            let Some(hash) = self.node().block_hash(height).await? else {
-                break;
-            };
-            let block = self.node().block(&hash).await?;
-            if block.header.prev_blockhash.to_string() != prev {
-                return Err(NodeError::Transient(
-                    "the node's best chain moved during a reorganisation; starting over".into(),
-                )
-                .into());
-            }
-            prev = hash.to_string();
-            blocks.push(self.block_found(height, &block));
+            _ => h -= 1,
         }
-        let depth = cur.height - fork;
-        tracing::warn!(chain = %self.name(), depth, fork, "reorganisation: {depth} block(s) disconnected above height {fork}");
-        let applied = self.store.apply(
-            self.name(),
-            ChainUpdate {
-                disconnect_above: Some(fork),
-                connect: blocks,
-                ..Default::default()
-            },
-        )?;
-        alarm_if_final(&self.chain, cur, fork, &applied.final_reorged);
-        Ok(())
-    }
-
-    fn block_found(&self, height: u64, block: &Block) -> BlockFound {
-        block_found(height, block, |script| self.chain.watchlist.get(script))
-    }
-
-    /// Outputs of `tx` that pay a watched script.
-    fn matches(&self, tx: &Transaction) -> Vec<Found> {
-        matching_outputs(tx, &|script| self.chain.watchlist.get(script))
     }
 }
 
 /// Raises the chain's alarm when a reorganisation disconnected a final block
 /// (`lifecycle.md`: an alarm, not a silent rewrite); final invoices stay `COMPLETED`.
 pub(crate) fn alarm_if_final(chain: &Chain, cur: &Cursor, fork: u64, final_reorged: &[String]) {
-    let final_height = chain
-        .settings
-        .policy
-        .final_height(Some(cur.height), cur.finalized);
+    let policy = &chain.settings.policy;
+    let final_height = policy.final_height(Some(cur.height), cur.finalized);
+    let depth = cur.height - fork;
+    tracing::warn!(chain = %chain.settings.name, depth, fork, "reorganisation: {depth} block(s) disconnected above height {fork}");
     if final_height.is_some_and(|f| fork < f) || !final_reorged.is_empty() {
-        let depth = cur.height - fork;
         let msg = format!(
             "ALARM: a reorganisation of {depth} blocks above height {fork} disconnected final \
              blocks (final_confirmations = {}); final invoices touched: {final_reorged:?} (they stay COMPLETED)",
-            chain.settings.policy.finality
+            policy.finality
         );
         tracing::error!(chain = %chain.settings.name, "{msg}");
         chain.set_status(|s| s.alarm = Some(msg));
     }
 }
 
-/// A block with the outputs in it whose script `owner` knows.
-fn block_found(height: u64, block: &Block, owner: impl Fn(&[u8]) -> Option<String>) -> BlockFound {
-    BlockFound {
-        height,
-        hash: block.block_hash().to_string(),
-        time: i64::from(block.header.time),
-        payments: block
-            .txdata
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A node as a map of height to hash.
+    struct FakeNode(HashMap<u64, String>);
+
+    impl NodeView for FakeNode {
+        async fn height(&self) -> Result<u64, NodeError> {
+            Ok(self.0.keys().copied().max().unwrap_or(0))
+        }
+        async fn hash_at(&self, height: u64) -> Result<Option<String>, NodeError> {
+            Ok(self.0.get(&height).cloned())
+        }
+    }
+
+    /// Heights `0..=top`, named by branch: "a5" is branch a at height 5.
+    fn chain(branches: &[(char, std::ops::RangeInclusive<u64>)]) -> HashMap<u64, String> {
+        branches
             .iter()
-            .flat_map(|tx| matching_outputs(tx, &owner))
-            .collect(),
+            .flat_map(|(b, r)| r.clone().map(move |h| (h, format!("{b}{h}"))))
+            .collect()
     }
-}
 
-/// Outputs of `tx` whose script `owner` knows, as payments to its invoice.
-fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) -> Vec<Found> {
-    let mut txid = None;
-    tx.output
-        .iter()
-        .enumerate()
-        .filter_map(|(i, out)| {
-            let invoice_id = owner(out.script_pubkey.as_bytes())?;
-            let txid = *txid.get_or_insert_with(|| tx.compute_txid());
-            Some(Found {
-                invoice_id,
-                txid: txid.to_string(),
-                index: i as u32,
-                amount: U256::from(out.value.to_sat()),
-                rbf: tx.is_explicitly_rbf(),
-            })
-        })
-        .collect()
-}
-
-/// `invoice.rescan`: searches blocks from `from_height` (default: the height at the
-/// invoice's creation) to the cursor for payments to the invoice that were missed.
-pub(crate) async fn rescan(
-    chain: &Chain,
-    store: &Store,
-    invoice_id: &str,
-    from_height: Option<u64>,
-) -> anyhow::Result<usize> {
-    let node = chain
-        .bitcoind
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
-    let name = &chain.settings.name;
-    let (_, script, created_height) = store.invoice_target(invoice_id)?;
-    let Some(cursor) = store.cursor(name)? else {
-        return Ok(0);
-    };
-    let from = from_height.or(created_height).unwrap_or(cursor.height);
-    let mut blocks = Vec::new();
-    for height in from..=cursor.height {
-        let Some(hash) = node.block_hash(height).await? else {
-            break;
-        };
-        // Only blocks on the chain the store knows; the watcher handles the rest.
-        if store
-            .block_hash(name, height)?
-            .is_some_and(|ours| ours != hash.to_string())
-        {
-            continue;
-        }
-        let block = node.block(&hash).await?;
-        let found = block_found(height, &block, |s| {
-            (s == script.as_slice()).then(|| invoice_id.to_string())
-        });
-        if !found.payments.is_empty() {
-            blocks.push(found);
+    fn cursor(map: &HashMap<u64, String>, height: u64) -> Cursor {
+        Cursor {
+            height,
+            hash: map[&height].clone(),
+            synced_at: None,
+            finalized: None,
         }
     }
-    let applied = store.apply(
-        name,
-        ChainUpdate {
-            rescanned: blocks,
-            ..Default::default()
-        },
-    )?;
-    Ok(applied.new_payments)
+
+    async fn walk(
+        ours: &HashMap<u64, String>,
+        node: &HashMap<u64, String>,
+        at: u64,
+        depth: u32,
+    ) -> Result<Fork, WatchError> {
+        let node = FakeNode(node.clone());
+        find_fork(
+            &node,
+            |h| Ok(ours.get(&h).cloned()),
+            &cursor(ours, at),
+            depth,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn finds_the_last_shared_block() {
+        let ours = chain(&[('a', 0..=10)]);
+        let node = chain(&[('a', 0..=7), ('b', 8..=12)]);
+        let f = walk(&ours, &node, 10, 100).await.unwrap();
+        assert_eq!((f.height, f.hash.as_str(), f.node_height), (7, "a7", 12));
+    }
+
+    #[tokio::test]
+    async fn a_shorter_fork_is_found_too() {
+        let ours = chain(&[('a', 0..=10)]);
+        let node = chain(&[('a', 0..=5), ('b', 6..=8)]);
+        assert_eq!(walk(&ours, &node, 10, 100).await.unwrap().height, 5);
+    }
+
+    #[tokio::test]
+    async fn a_node_behind_on_our_branch_is_waited_for() {
+        let ours = chain(&[('a', 0..=10)]);
+        let node = chain(&[('a', 0..=6)]);
+        let e = walk(&ours, &node, 10, 100).await.unwrap_err();
+        assert!(
+            matches!(e, WatchError::Node(NodeError::Transient(ref m)) if m.contains("behind")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deeper_than_the_limit_halts() {
+        let ours = chain(&[('a', 0..=10)]);
+        let node = chain(&[('a', 0..=3), ('b', 4..=11)]);
+        assert!(matches!(
+            walk(&ours, &node, 10, 5).await,
+            Err(WatchError::Halt(_))
+        ));
+        assert_eq!(walk(&ours, &node, 10, 7).await.unwrap().height, 3);
+    }
+
+    #[tokio::test]
+    async fn beyond_the_kept_blocks_halts() {
+        let mut ours = chain(&[('a', 0..=10)]);
+        ours.retain(|h, _| *h >= 6);
+        let node = chain(&[('a', 0..=4), ('b', 5..=11)]);
+        let e = walk(&ours, &node, 10, 100).await.unwrap_err();
+        assert!(
+            matches!(e, WatchError::Halt(ref m) if m.contains("older than")),
+            "{e}"
+        );
+    }
 }

@@ -1,0 +1,328 @@
+//! The Bitcoin follower: reads the node and hands each step's findings to the store.
+//!
+//! It follows the best chain block by block from its persisted cursor (never skipping
+//! one), detects reorganisations by parent hash and walks back to the fork point, then
+//! looks at the mempool; evictions are judged only when it is at the node's tip.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bitcoin::{Block, Transaction, Txid};
+use tokio_util::sync::CancellationToken;
+
+use crate::amount::U256;
+use crate::bitcoind::{Bitcoind, NodeError};
+use crate::chain::Chain;
+use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
+use crate::watcher::{self, NodeView, WatchError};
+
+/// The Bitcoin follower of one chain.
+pub(crate) struct Follower {
+    chain: Arc<Chain>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+    mempool: HashSet<Txid>,
+}
+
+impl Follower {
+    /// A follower that has not polled yet.
+    pub(crate) fn new(
+        chain: Arc<Chain>,
+        store: Arc<Store>,
+        shutdown: CancellationToken,
+    ) -> Follower {
+        Follower {
+            chain,
+            store,
+            shutdown,
+            mempool: HashSet::new(),
+        }
+    }
+}
+
+impl watcher::Follower for Follower {
+    async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
+        Follower::poll(self, started).await
+    }
+}
+
+impl NodeView for Bitcoind {
+    async fn height(&self) -> Result<u64, NodeError> {
+        self.block_count().await
+    }
+
+    async fn hash_at(&self, height: u64) -> Result<Option<String>, NodeError> {
+        Ok(self.block_hash(height).await?.map(|h| h.to_string()))
+    }
+}
+
+impl Follower {
+    fn name(&self) -> &str {
+        &self.chain.settings.name
+    }
+
+    fn node(&self) -> &Bitcoind {
+        self.chain
+            .bitcoind
+            .as_ref()
+            .expect("a bitcoin chain has a node")
+    }
+
+    async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
+        self.sync_blocks().await?;
+
+        // The mempool, then a second look at the tip: a block that arrived in between
+        // may have mined what left the mempool, so evictions wait for a calm poll.
+        let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
+        let cursor = self.cursor()?;
+        let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
+        let mut found = Vec::new();
+        for txid in txids.difference(&self.mempool) {
+            let Some(tx) = self.node().mempool_tx(txid).await? else {
+                continue;
+            };
+            let mut hits = self.matches(&tx);
+            if !hits.is_empty() {
+                let rbf = self.node().replaceable(&tx).await?;
+                hits.iter_mut().for_each(|h| h.rbf = rbf);
+                found.extend(hits);
+            }
+        }
+        let evicted: Vec<String> = if at_tip {
+            self.store
+                .pending_txids(self.name())?
+                .into_iter()
+                .filter(|t| t.parse::<Txid>().is_ok_and(|t| !txids.contains(&t)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for e in &evicted {
+            tracing::info!(chain = %self.name(), txid = %e, "payment left the mempool unmined");
+        }
+        self.store.apply(
+            self.name(),
+            ChainUpdate {
+                mempool: found,
+                evicted,
+                synced_at: at_tip.then_some(started),
+                ..Default::default()
+            },
+        )?;
+        self.mempool = txids;
+        // At the tip the node's height is ours; ask only when a block came in between.
+        let node_height = if at_tip {
+            cursor.height
+        } else {
+            self.node().block_count().await?
+        };
+        self.chain.set_status(|s| s.node_height = Some(node_height));
+        Ok(())
+    }
+
+    fn cursor(&self) -> Result<Cursor, WatchError> {
+        self.store
+            .cursor(self.name())?
+            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
+    }
+
+    /// Starts at `start_height` (or the node's tip) on the very first run.
+    async fn first_cursor(&self) -> Result<(), WatchError> {
+        if self.store.cursor(self.name())?.is_some() {
+            return Ok(());
+        }
+        let info = self.node().chain_info().await?;
+        if info.get("initialblockdownload").and_then(|v| v.as_bool()) == Some(true)
+            && self.chain.settings.start_height.is_none()
+        {
+            return Err(NodeError::Transient(
+                "node is still in initial block download; waiting before choosing where to start"
+                    .into(),
+            )
+            .into());
+        }
+        let height = match self.chain.settings.start_height {
+            Some(h) => h.saturating_sub(1),
+            None => self.node().block_count().await?,
+        };
+        let hash = self.node().block_hash(height).await?.ok_or_else(|| {
+            NodeError::Transient(format!(
+                "the node has no block at height {height} yet (start_height)"
+            ))
+        })?;
+        self.store
+            .init_cursor(self.name(), height, &hash.to_string())?;
+        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
+        Ok(())
+    }
+
+    /// Connects the node's blocks after the cursor, one transaction per block.
+    async fn sync_blocks(&mut self) -> Result<(), WatchError> {
+        self.first_cursor().await?;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(WatchError::Shutdown);
+            }
+            let cur = self.cursor()?;
+            self.chain.set_status(|s| {
+                s.scanned_height = Some(cur.height);
+                s.scanned_hash = Some(cur.hash.clone());
+            });
+            // Compare tips first: the steady state costs one call.
+            if self.node().best_block_hash().await?.to_string() == cur.hash {
+                return Ok(());
+            }
+            let Some(next) = self.node().block_hash(cur.height + 1).await? else {
+                self.reorg(&cur).await?;
+                continue;
+            };
+            let block = self.node().block(&next).await?;
+            if block.header.prev_blockhash.to_string() != cur.hash {
+                self.reorg(&cur).await?;
+                continue;
+            }
+            let found = self.block_found(cur.height + 1, &block);
+            self.store.apply(
+                self.name(),
+                ChainUpdate {
+                    connect: vec![found],
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+
+    /// Walks back to the fork point, then disconnects our blocks above it and connects
+    /// the node's, in one transaction.
+    async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
+        let (store, name) = (&self.store, self.name());
+        let watcher::Fork {
+            height: fork,
+            hash: fork_hash,
+            node_height,
+        } = watcher::find_fork(
+            self.node(),
+            |h| store.block_hash(name, h),
+            cur,
+            self.chain.settings.policy.max_reorg_depth,
+        )
+        .await?;
+        let mut blocks = Vec::new();
+        let mut prev = fork_hash;
+        for height in fork + 1..=node_height.min(cur.height + 1) {
+            let Some(hash) = self.node().block_hash(height).await? else {
+                break;
+            };
+            let block = self.node().block(&hash).await?;
+            if block.header.prev_blockhash.to_string() != prev {
+                return Err(NodeError::Transient(
+                    "the node's best chain moved during a reorganisation; starting over".into(),
+                )
+                .into());
+            }
+            prev = hash.to_string();
+            blocks.push(self.block_found(height, &block));
+        }
+        let applied = self.store.apply(
+            self.name(),
+            ChainUpdate {
+                disconnect_above: Some(fork),
+                connect: blocks,
+                ..Default::default()
+            },
+        )?;
+        watcher::alarm_if_final(&self.chain, cur, fork, &applied.final_reorged);
+        Ok(())
+    }
+
+    fn block_found(&self, height: u64, block: &Block) -> BlockFound {
+        block_found(height, block, |script| self.chain.watchlist.get(script))
+    }
+
+    /// Outputs of `tx` that pay a watched script.
+    fn matches(&self, tx: &Transaction) -> Vec<Found> {
+        matching_outputs(tx, &|script| self.chain.watchlist.get(script))
+    }
+}
+
+/// A block with the outputs in it whose script `owner` knows.
+fn block_found(height: u64, block: &Block, owner: impl Fn(&[u8]) -> Option<String>) -> BlockFound {
+    BlockFound {
+        height,
+        hash: block.block_hash().to_string(),
+        time: i64::from(block.header.time),
+        payments: block
+            .txdata
+            .iter()
+            .flat_map(|tx| matching_outputs(tx, &owner))
+            .collect(),
+    }
+}
+
+/// Outputs of `tx` whose script `owner` knows, as payments to its invoice.
+fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) -> Vec<Found> {
+    let mut txid = None;
+    tx.output
+        .iter()
+        .enumerate()
+        .filter_map(|(i, out)| {
+            let invoice_id = owner(out.script_pubkey.as_bytes())?;
+            let txid = *txid.get_or_insert_with(|| tx.compute_txid());
+            Some(Found {
+                invoice_id,
+                txid: txid.to_string(),
+                index: i as u32,
+                amount: U256::from(out.value.to_sat()),
+                rbf: tx.is_explicitly_rbf(),
+            })
+        })
+        .collect()
+}
+
+/// `invoice.rescan`: searches blocks from `from_height` (default: the height at the
+/// invoice's creation) to the cursor for payments to the invoice that were missed.
+pub(crate) async fn rescan(
+    chain: &Chain,
+    store: &Store,
+    invoice_id: &str,
+    from_height: Option<u64>,
+) -> anyhow::Result<usize> {
+    let node = chain
+        .bitcoind
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
+    let name = &chain.settings.name;
+    let (_, script, created_height) = store.invoice_target(invoice_id)?;
+    let Some(cursor) = store.cursor(name)? else {
+        return Ok(0);
+    };
+    let from = from_height.or(created_height).unwrap_or(cursor.height);
+    let mut blocks = Vec::new();
+    for height in from..=cursor.height {
+        let Some(hash) = node.block_hash(height).await? else {
+            break;
+        };
+        // Only blocks on the chain the store knows; the watcher handles the rest.
+        if store
+            .block_hash(name, height)?
+            .is_some_and(|ours| ours != hash.to_string())
+        {
+            continue;
+        }
+        let block = node.block(&hash).await?;
+        let found = block_found(height, &block, |s| {
+            (s == script.as_slice()).then(|| invoice_id.to_string())
+        });
+        if !found.payments.is_empty() {
+            blocks.push(found);
+        }
+    }
+    let applied = store.apply(
+        name,
+        ChainUpdate {
+            rescanned: blocks,
+            ..Default::default()
+        },
+    )?;
+    Ok(applied.new_payments)
+}

@@ -1,0 +1,593 @@
+//! The follower of Ethereum-like chains: reads the node and hands each step's findings
+//! to the store.
+//!
+//! Blocks are read in bounded steps from the persisted cursor, each step's parent
+//! hashes checked link by link. In every block: transactions whose `to` is watched,
+//! ETH moved by contracts (the `callTracer` call tree, when `trace_internal_transfers`
+//! is on), and ERC-20 `Transfer` logs of the accepted tokens (one `eth_getLogs` per
+//! step, narrowed when the node refuses a range). Only successful transactions
+//! count. There is no mempool stage: a payment is seen in a block. A payment whose
+//! block is reorganised away and that the new branch does not hold is dropped once the
+//! follower is back at the tip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, U256};
+use tokio_util::sync::CancellationToken;
+
+use crate::bitcoind::NodeError;
+use crate::chain::Chain;
+use crate::chains::Finality;
+use crate::ethnode::{CallFrame, EthNode, EvmBlock, TokenTransfer, maybe_too_wide};
+use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
+use crate::watcher::{self, NodeView, WatchError};
+
+/// Blocks read per step while catching up: one `eth_getLogs` and one commit each.
+const BLOCKS_PER_STEP: u64 = 100;
+
+/// The key a payment is matched by: the 20 address bytes for the native coin, the
+/// token contract's then the address's for a token (`invoices.script`).
+pub(crate) fn match_key(contract: Option<&Address>, address: &[u8]) -> Vec<u8> {
+    contract
+        .map(|c| c.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(address)
+        .copied()
+        .collect()
+}
+
+/// The follower of one Ethereum-like chain.
+pub(crate) struct Follower {
+    chain: Arc<Chain>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+    /// The node was checked (chain id, traces) since the start.
+    checked: bool,
+    finalized_warned: bool,
+}
+
+impl Follower {
+    /// A follower that has not polled yet.
+    pub(crate) fn new(
+        chain: Arc<Chain>,
+        store: Arc<Store>,
+        shutdown: CancellationToken,
+    ) -> Follower {
+        Follower {
+            chain,
+            store,
+            shutdown,
+            checked: false,
+            finalized_warned: false,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.chain.settings.name
+    }
+
+    fn node(&self) -> &EthNode {
+        self.chain
+            .ethnode
+            .as_ref()
+            .expect("an ethereum chain has a node")
+    }
+
+    /// At start (`config.md`): a node on another chain, or one that cannot trace when
+    /// traces are asked for, stops this chain with the reason.
+    async fn check_node(&self) -> Result<(), WatchError> {
+        let want = self.chain.settings.chain_id.unwrap_or_default();
+        let got = self.node().chain_id().await?;
+        if got != want {
+            return Err(WatchError::Halt(format!(
+                "the node reports chain id {got}, but chains/{}.toml has chain_id {want}: \
+                 this is not the node of this chain",
+                self.name()
+            )));
+        }
+        if self.chain.settings.trace_internal_transfers {
+            let (tip, _) = self.node().tip().await?;
+            match self.node().traces(tip).await {
+                Err(NodeError::Persistent(e)) => {
+                    return Err(WatchError::Halt(format!(
+                        "trace_internal_transfers is on, but the node does not trace blocks \
+                         (debug_traceBlockByNumber with callTracer): {e}; enable the node's \
+                         debug API or set trace_internal_transfers = false"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
+        if !self.checked {
+            self.check_node().await?;
+            self.checked = true;
+        }
+        let node_height = self.sync_blocks().await?;
+        let finalized = match self.chain.settings.policy.finality {
+            Finality::Finalized => self.finalized().await,
+            Finality::Confirmations(_) => None,
+        };
+        // Back at the tip: payments of disconnected blocks that the new branch did not
+        // hold are gone (the chain has no mempool stage to keep them in).
+        let evicted: Vec<String> = self.store.pending_txids(self.name())?.into_iter().collect();
+        for e in &evicted {
+            tracing::info!(chain = %self.name(), txid = %e, "payment's block left the chain and the payment did not come back");
+        }
+        self.store.apply(
+            self.name(),
+            ChainUpdate {
+                evicted,
+                synced_at: Some(started),
+                finalized,
+                ..Default::default()
+            },
+        )?;
+        self.chain.set_status(|s| s.node_height = Some(node_height));
+        Ok(())
+    }
+
+    /// The node's `finalized` block; a node without one leaves payments unfinal (safe),
+    /// said once.
+    async fn finalized(&mut self) -> Option<u64> {
+        match self.node().finalized().await {
+            Ok(Some(f)) => Some(f),
+            Ok(None) | Err(_) if !self.finalized_warned => {
+                self.finalized_warned = true;
+                tracing::warn!(chain = %self.name(), "the node reports no finalized block: payments stay short of final until it does");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn cursor(&self) -> Result<Cursor, WatchError> {
+        self.store
+            .cursor(self.name())?
+            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
+    }
+
+    /// Starts at `start_height` (or the node's tip) on the very first run.
+    async fn first_cursor(&self) -> Result<(), WatchError> {
+        if self.store.cursor(self.name())?.is_some() {
+            return Ok(());
+        }
+        let height = match self.chain.settings.start_height {
+            Some(h) => h.saturating_sub(1),
+            None => self.node().tip().await?.0,
+        };
+        let hash = self.node().hash_at(height).await?.ok_or_else(|| {
+            NodeError::Transient(format!(
+                "the node has no block at height {height} yet (start_height)"
+            ))
+        })?;
+        self.store
+            .init_cursor(self.name(), height, &hash.to_string())?;
+        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
+        Ok(())
+    }
+
+    /// Connects the node's blocks after the cursor in bounded steps, one transaction
+    /// per step; returns the node's height once at its tip.
+    async fn sync_blocks(&mut self) -> Result<u64, WatchError> {
+        self.first_cursor().await?;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(WatchError::Shutdown);
+            }
+            let cur = self.cursor()?;
+            self.chain.set_status(|s| {
+                s.scanned_height = Some(cur.height);
+                s.scanned_hash = Some(cur.hash.clone());
+            });
+            let (tip, tip_hash) = self.node().tip().await?;
+            self.chain.set_status(|s| s.node_height = Some(tip));
+            if tip_hash.to_string() == cur.hash {
+                return Ok(tip);
+            }
+            if tip <= cur.height {
+                self.reorg(&cur).await?;
+                continue;
+            }
+            let end = tip.min(cur.height + BLOCKS_PER_STEP);
+            let chain = &self.chain;
+            let blocks = read(chain, cur.height + 1, end, &|k| chain.watchlist.get(k)).await?;
+            let linked = linked_prefix(&blocks, &cur.hash);
+            if linked == 0 {
+                self.reorg(&cur).await?;
+                continue;
+            }
+            let connect = blocks.into_iter().take(linked).map(|(b, _)| b).collect();
+            self.store.apply(
+                self.name(),
+                ChainUpdate {
+                    connect,
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+
+    /// Walks back to the fork point, then disconnects our blocks above it and connects
+    /// the node's, in one transaction.
+    async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
+        let (store, name) = (&self.store, self.name());
+        let fork = watcher::find_fork(
+            self.node(),
+            |h| store.block_hash(name, h),
+            cur,
+            self.chain.settings.policy.max_reorg_depth,
+        )
+        .await?;
+        let end = fork.node_height.min(cur.height + 1);
+        let chain = &self.chain;
+        let blocks = if end > fork.height {
+            read(chain, fork.height + 1, end, &|k| chain.watchlist.get(k)).await?
+        } else {
+            Vec::new()
+        };
+        if linked_prefix(&blocks, &fork.hash) != blocks.len() {
+            return Err(NodeError::Transient(
+                "the node's best chain moved during a reorganisation; starting over".into(),
+            )
+            .into());
+        }
+        let applied = self.store.apply(
+            self.name(),
+            ChainUpdate {
+                disconnect_above: Some(fork.height),
+                connect: blocks.into_iter().map(|(b, _)| b).collect(),
+                ..Default::default()
+            },
+        )?;
+        watcher::alarm_if_final(&self.chain, cur, fork.height, &applied.final_reorged);
+        Ok(())
+    }
+}
+
+impl watcher::Follower for Follower {
+    async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
+        Follower::poll(self, started).await
+    }
+}
+
+impl NodeView for EthNode {
+    async fn height(&self) -> Result<u64, NodeError> {
+        EthNode::height(self).await
+    }
+
+    async fn hash_at(&self, height: u64) -> Result<Option<String>, NodeError> {
+        Ok(EthNode::hash_at(self, height).await?.map(|h| h.to_string()))
+    }
+}
+
+/// How many of `blocks` chain up from `prev`, each to the one before.
+fn linked_prefix(blocks: &[(BlockFound, B256)], prev: &str) -> usize {
+    let mut prev = prev.to_string();
+    for (i, (b, parent)) in blocks.iter().enumerate() {
+        if parent.to_string() != prev {
+            return i;
+        }
+        prev = b.hash.clone();
+    }
+    blocks.len()
+}
+
+/// Reads blocks `from..=to` and the payments in them to keys `owner` knows, each block
+/// with its parent hash. Stops early where the node has no block yet.
+async fn read(
+    chain: &Chain,
+    from: u64,
+    to: u64,
+    owner: &(dyn Fn(&[u8]) -> Option<String> + Sync),
+) -> Result<Vec<(BlockFound, B256)>, NodeError> {
+    let node = chain
+        .ethnode
+        .as_ref()
+        .expect("an ethereum chain has a node");
+    let settings = &chain.settings;
+    let mut blocks: Vec<EvmBlock> = Vec::new();
+    for height in from..=to {
+        match node.block(height).await? {
+            Some(b) => blocks.push(b),
+            None => break,
+        }
+    }
+    let Some(last) = blocks.last() else {
+        return Ok(Vec::new());
+    };
+    let by_height: BTreeMap<u64, B256> = blocks.iter().map(|b| (b.number, b.hash)).collect();
+
+    // Native coin: payments keyed (tx, position in the call tree); a direct one is 0.
+    let mut native: BTreeMap<(u64, B256, u32), (String, U256)> = BTreeMap::new();
+    for b in &blocks {
+        for (tx, to, value) in &b.txs {
+            if let Some(invoice) = to
+                .filter(|_| !value.is_zero())
+                .and_then(|a| owner(a.as_slice()))
+            {
+                native.insert((b.number, *tx, 0), (invoice, *value));
+            }
+        }
+        if settings.trace_internal_transfers {
+            let traces = node.traces(b.number).await?;
+            for (i, (hash, frame)) in traces.iter().enumerate() {
+                let tx = match hash.or_else(|| b.txs.get(i).map(|t| t.0)) {
+                    Some(tx) => tx,
+                    None => continue,
+                };
+                for (index, invoice, value) in internal_payments(frame, owner) {
+                    native.insert((b.number, tx, index), (invoice, value));
+                }
+            }
+        }
+    }
+    // Only successful transactions pay: one receipt per paying transaction.
+    let txs: BTreeSet<B256> = native.keys().map(|(_, tx, _)| *tx).collect();
+    let mut failed = BTreeSet::new();
+    for tx in txs {
+        if !node.succeeded(tx).await? {
+            failed.insert(tx);
+        }
+    }
+
+    let mut found: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
+    for ((height, tx, index), (invoice_id, amount)) in native {
+        if !failed.contains(&tx) {
+            found.entry(height).or_default().push(Found {
+                invoice_id,
+                txid: tx.to_string(),
+                index,
+                amount,
+                rbf: false,
+            });
+        }
+    }
+
+    // Tokens: a failed transaction leaves no log, so every log is a transfer that happened.
+    let contracts: Vec<Address> = settings.tokens.iter().map(|t| t.contract).collect();
+    if !contracts.is_empty() {
+        for t in transfers(node, from, last.number, &contracts).await? {
+            if by_height.get(&t.block_number) != Some(&t.block_hash) {
+                return Err(NodeError::Transient(format!(
+                    "the node's chain moved while reading logs (block {}); reading again",
+                    t.block_number
+                )));
+            }
+            if t.removed {
+                continue;
+            }
+            let Some(invoice_id) = owner(&match_key(Some(&t.contract), t.to.as_slice())) else {
+                continue;
+            };
+            let Ok(index) = u32::try_from(t.log_index) else {
+                continue;
+            };
+            found.entry(t.block_number).or_default().push(Found {
+                invoice_id,
+                txid: t.tx.to_string(),
+                index,
+                amount: t.value,
+                rbf: false,
+            });
+        }
+    }
+
+    Ok(blocks
+        .into_iter()
+        .map(|b| {
+            let payments = found.remove(&b.number).unwrap_or_default();
+            let block = BlockFound {
+                height: b.number,
+                hash: b.hash.to_string(),
+                time: i64::try_from(b.timestamp).unwrap_or(i64::MAX),
+                payments,
+            };
+            (block, b.parent)
+        })
+        .collect())
+}
+
+/// Transfer logs over `from..=to`, halving the range while the node refuses it as too
+/// wide: never a block skipped, never more asked than the node allows.
+async fn transfers(
+    node: &EthNode,
+    from: u64,
+    to: u64,
+    contracts: &[Address],
+) -> Result<Vec<TokenTransfer>, NodeError> {
+    let mut out = Vec::new();
+    let mut start = from;
+    let mut width = to - from + 1;
+    while start <= to {
+        let end = to.min(start + width - 1);
+        match node.transfers(start, end, contracts).await {
+            Ok(logs) => {
+                out.extend(logs);
+                start = end + 1;
+            }
+            Err(e) if maybe_too_wide(&e) && end > start => {
+                width = (end - start).div_ceil(2).max(1);
+                tracing::debug!("eth_getLogs refused {start}..={end} ({e}); trying {width} blocks");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// ETH moved inside a transaction to keys `owner` knows: (position in the call tree,
+/// counted depth-first from the top-level call as 0; invoice; amount). A frame that
+/// reverted moves nothing, nor does anything under it; delegate and static calls
+/// carry no value of their own.
+fn internal_payments(
+    top: &CallFrame,
+    owner: &(dyn Fn(&[u8]) -> Option<String> + Sync),
+) -> Vec<(u32, String, U256)> {
+    let mut out = Vec::new();
+    let mut position = 0u32;
+    let mut stack: Vec<(&CallFrame, bool)> = vec![(top, false)];
+    while let Some((frame, reverted_above)) = stack.pop() {
+        let index = position;
+        position += 1;
+        let reverted = reverted_above || frame.error.is_some();
+        let moves_value = matches!(
+            frame.kind.as_str(),
+            "CALL" | "CREATE" | "CREATE2" | "SELFDESTRUCT"
+        );
+        if !reverted && moves_value {
+            let value = frame.value.unwrap_or_default();
+            if let Some(invoice) = frame
+                .to
+                .filter(|_| !value.is_zero())
+                .and_then(|to| owner(to.as_slice()))
+            {
+                out.push((index, invoice, value));
+            }
+        }
+        // Depth-first in call order: push children reversed.
+        stack.extend(frame.calls.iter().rev().map(|c| (c, reverted)));
+    }
+    out
+}
+
+/// `invoice.rescan` on an Ethereum-like chain: reads blocks `from..=` the cursor with
+/// the follower's matching (traces included) for the one invoice, and commits what
+/// was missed. On a chain without traces, a native-coin invoice's address balance at
+/// the cursor is compared with its recorded payments: what they do not explain is
+/// returned (an alarm for the operator, never a payment).
+pub(crate) async fn rescan(
+    chain: &Chain,
+    store: &Store,
+    invoice_id: &str,
+    from_height: Option<u64>,
+) -> anyhow::Result<(usize, Option<U256>)> {
+    let node = chain
+        .ethnode
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
+    let name = &chain.settings.name;
+    let (_, key, created_height) = store.invoice_target(invoice_id)?;
+    let Some(cursor) = store.cursor(name)? else {
+        return Ok((0, None));
+    };
+    let owner = |k: &[u8]| (k == key.as_slice()).then(|| invoice_id.to_string());
+    let mut blocks = Vec::new();
+    let mut start = from_height.or(created_height).unwrap_or(cursor.height);
+    while start <= cursor.height {
+        let end = cursor.height.min(start + BLOCKS_PER_STEP - 1);
+        for (b, _) in read(chain, start, end, &owner).await? {
+            // Only blocks on the chain the store knows; the follower handles the rest.
+            let ours = store.block_hash(name, b.height)?;
+            if !b.payments.is_empty() && ours.is_none_or(|h| h == b.hash) {
+                blocks.push(b);
+            }
+        }
+        start = end + 1;
+    }
+    let applied = store.apply(
+        name,
+        ChainUpdate {
+            rescanned: blocks,
+            ..Default::default()
+        },
+    )?;
+    let unexplained = if key.len() == 20 && !chain.settings.trace_internal_transfers {
+        let address = Address::from_slice(&key);
+        let balance = node.balance(address, cursor.height).await?;
+        let recorded = store.confirmed_total(invoice_id, cursor.height)?;
+        let gap = balance.saturating_sub(recorded);
+        if !gap.is_zero() {
+            tracing::warn!(chain = %name, invoice = invoice_id, "the address holds more than its recorded payments explain: {gap} base units (ETH sent by a contract, not traced?)");
+        }
+        Some(gap)
+    } else {
+        None
+    };
+    Ok((applied.new_payments, unexplained))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: &str, to: u8, value: u64, error: bool, calls: Vec<CallFrame>) -> CallFrame {
+        CallFrame {
+            kind: kind.into(),
+            to: Some(Address::repeat_byte(to)),
+            value: Some(U256::from(value)),
+            error: error.then(|| "execution reverted".into()),
+            calls,
+        }
+    }
+
+    fn watched(k: &[u8]) -> Option<String> {
+        (k == Address::repeat_byte(0xaa).as_slice()).then(|| "inv".to_string())
+    }
+
+    #[test]
+    fn call_tree_positions_are_depth_first_from_zero() {
+        // 0 top -> 1 (-> 2 pays, 3 delegatecall "pays"), 4 pays
+        let top = frame(
+            "CALL",
+            0x01,
+            5,
+            false,
+            vec![
+                frame(
+                    "CALL",
+                    0x02,
+                    0,
+                    false,
+                    vec![
+                        frame("CALL", 0xaa, 7, false, vec![]),
+                        frame("DELEGATECALL", 0xaa, 7, false, vec![]),
+                    ],
+                ),
+                frame("CALL", 0xaa, 9, false, vec![]),
+            ],
+        );
+        let got: Vec<(u32, u64)> = internal_payments(&top, &watched)
+            .into_iter()
+            .map(|(i, _, v)| (i, v.to::<u64>()))
+            .collect();
+        assert_eq!(got, vec![(2, 7), (4, 9)]);
+    }
+
+    #[test]
+    fn a_reverted_frame_pays_nothing_nor_does_anything_under_it() {
+        let top = frame(
+            "CALL",
+            0x01,
+            5,
+            false,
+            vec![frame(
+                "CALL",
+                0x01,
+                5,
+                true,
+                vec![frame("CALL", 0xaa, 5, false, vec![])],
+            )],
+        );
+        assert!(internal_payments(&top, &watched).is_empty());
+        let direct = frame("CALL", 0xaa, 5, false, vec![]);
+        assert_eq!(internal_payments(&direct, &watched)[0].0, 0);
+        let failed = frame("CALL", 0xaa, 5, true, vec![]);
+        assert!(internal_payments(&failed, &watched).is_empty());
+    }
+
+    #[test]
+    fn token_keys_put_the_contract_first() {
+        let c = Address::repeat_byte(1);
+        let a = Address::repeat_byte(2);
+        assert_eq!(match_key(None, a.as_slice()), a.to_vec());
+        let k = match_key(Some(&c), a.as_slice());
+        assert_eq!((&k[..20], &k[20..]), (c.as_slice(), a.as_slice()));
+    }
+}
