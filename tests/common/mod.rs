@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod anvil;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,12 +45,9 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The bitcoind binary the tests run.
-pub fn bitcoind_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SETTLED_BITCOIND") {
-        return p.into();
-    }
-    let cache = std::env::var_os("SETTLED_CACHE")
+/// Where the project's scripts cache the nodes they build or install.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SETTLED_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("XDG_CACHE_HOME")
@@ -57,8 +56,15 @@ pub fn bitcoind_path() -> PathBuf {
                     PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
                 });
             home.join("settled")
-        });
-    let p = cache.join("bitcoin-core-kernel-sys-0.4.1/bin/bitcoind");
+        })
+}
+
+/// The bitcoind binary the tests run.
+pub fn bitcoind_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SETTLED_BITCOIND") {
+        return p.into();
+    }
+    let p = cache_dir().join("bitcoin-core-kernel-sys-0.4.1/bin/bitcoind");
     assert!(
         p.exists(),
         "no bitcoind at {}: run scripts/build-bitcoind (scripts/test does), or set SETTLED_BITCOIND",
@@ -442,6 +448,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The chain the harness waits on and creates invoices for.
+    pub chain: String,
 }
 
 impl Daemon {
@@ -460,6 +468,16 @@ impl Daemon {
 
     /// Writes the config; starts nothing.
     fn configure(node: &Node, auth: &str, extra: &str) -> Daemon {
+        let section = format!(
+            "rpc_url = \"{url}\"\n{auth}\ndescriptor = \"{desc}\"\npoll_interval_ms = 100\n{extra}",
+            url = node.url(),
+            desc = descriptor(),
+        );
+        Daemon::configure_chain("regtest", &section)
+    }
+
+    /// Writes a config with one chain, `[chains.<chain>]` holding `section`.
+    pub fn configure_chain(chain: &str, section: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let config = dir.path().join("config.toml");
@@ -472,18 +490,12 @@ data_dir = "{data}"
 admin_socket = "{socket}"
 chains_dir = "{chains}"
 
-[chains.regtest]
-rpc_url = "{url}"
-{auth}
-descriptor = "{desc}"
-poll_interval_ms = 100
-{extra}
+[chains.{chain}]
+{section}
 "#,
                 data = dir.path().join("data").display(),
                 socket = socket.display(),
                 chains = chains.display(),
-                url = node.url(),
-                desc = descriptor(),
             ),
         )
         .unwrap();
@@ -492,6 +504,7 @@ poll_interval_ms = 100
             dir,
             config,
             socket,
+            chain: chain.to_string(),
         }
     }
 
@@ -499,14 +512,13 @@ poll_interval_ms = 100
     pub async fn restart(&mut self) {
         self.spawn();
         let socket = self.socket.clone();
+        let chain = self.chain.clone();
         wait_for("settled to answer and catch up", || {
             let socket = socket.clone();
+            let chain = chain.clone();
             async move {
                 let mut a = Admin::connect(&socket).await.ok()?;
-                let s = a
-                    .call("chain.status", json!({"chain": "regtest"}))
-                    .await
-                    .ok()?;
+                let s = a.call("chain.status", json!({ "chain": chain })).await.ok()?;
                 let c = &s["chains"][0];
                 (c["running"] == json!(true)
                     && c["last_poll_at"].is_i64()
@@ -521,14 +533,19 @@ poll_interval_ms = 100
     /// catch up).
     pub async fn start_unsynced(node: &Node, extra: &str) -> Daemon {
         let mut d = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", extra);
-        d.spawn();
-        let socket = d.socket.clone();
+        d.spawn_unsynced().await;
+        d
+    }
+
+    /// Starts the daemon and waits only for its socket.
+    pub async fn spawn_unsynced(&mut self) {
+        self.spawn();
+        let socket = self.socket.clone();
         wait_for("settled's socket", || {
             let socket = socket.clone();
             async move { Admin::connect(&socket).await.ok().map(|_| ()) }
         })
         .await;
-        d
     }
 
     fn spawn(&mut self) {
@@ -559,7 +576,9 @@ poll_interval_ms = 100
 
     /// A new admin connection.
     pub async fn admin(&self) -> Admin {
-        Admin::connect(&self.socket).await.unwrap()
+        let mut a = Admin::connect(&self.socket).await.unwrap();
+        a.chain = self.chain.clone();
+        a
     }
 
     /// The daemon's log so far (for failure messages).
@@ -582,6 +601,8 @@ pub struct Admin {
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
     next: u64,
+    /// The chain `invoice` and `wait_chain` are about.
+    pub chain: String,
 }
 
 impl Admin {
@@ -592,6 +613,7 @@ impl Admin {
             reader: BufReader::new(r),
             writer: w,
             next: 1,
+            chain: "regtest".into(),
         })
     }
 
@@ -644,9 +666,9 @@ impl Admin {
             .unwrap_or_else(|e| panic!("{method} failed: {e}"))
     }
 
-    /// Creates an invoice on regtest.
+    /// Creates an invoice on this connection's chain.
     pub async fn invoice(&mut self, params: Value) -> Value {
-        let mut p = json!({"chain": "regtest"});
+        let mut p = json!({ "chain": self.chain });
         p.as_object_mut()
             .unwrap()
             .extend(params.as_object().unwrap().clone());
@@ -688,11 +710,11 @@ impl Admin {
         r["events"].as_array().unwrap().clone()
     }
 
-    /// Waits until regtest's `chain.status` entry satisfies `pred`, returning it.
+    /// Waits until the chain's `chain.status` entry satisfies `pred`, returning it.
     pub async fn wait_chain(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
-            let s = self.ok("chain.status", json!({"chain": "regtest"})).await;
+            let s = self.ok("chain.status", json!({ "chain": self.chain })).await;
             let c = s["chains"][0].clone();
             if pred(&c) {
                 return c;
