@@ -394,27 +394,39 @@ async fn read(
         .collect())
 }
 
-/// Transfer logs over `from..=to`, halving the range while the node refuses it as too
-/// wide: never a block skipped, never more asked than the node allows.
+/// Transfer logs over `from..=to`: never a block skipped, never more asked than the
+/// node allows.
 async fn transfers(
     node: &EthNode,
     from: u64,
     to: u64,
     contracts: &[Address],
 ) -> Result<Vec<TokenTransfer>, NodeError> {
+    narrowing(from, to, |a, b| node.transfers(a, b, contracts)).await
+}
+
+/// Calls `fetch` over consecutive ranges covering `from..=to`, halving the range while
+/// the node refuses it as too wide, and gives the results in order.
+async fn narrowing<T, F, Fut>(from: u64, to: u64, mut fetch: F) -> Result<Vec<T>, NodeError>
+where
+    F: FnMut(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, NodeError>>,
+{
     let mut out = Vec::new();
     let mut start = from;
     let mut width = to - from + 1;
     while start <= to {
         let end = to.min(start + width - 1);
-        match node.transfers(start, end, contracts).await {
-            Ok(logs) => {
-                out.extend(logs);
+        match fetch(start, end).await {
+            Ok(items) => {
+                out.extend(items);
                 start = end + 1;
             }
             Err(e) if maybe_too_wide(&e) && end > start => {
                 width = (end - start).div_ceil(2).max(1);
-                tracing::debug!("eth_getLogs refused {start}..={end} ({e}); trying {width} blocks");
+                tracing::debug!(
+                    "the node refused blocks {start}..={end} ({e}); asking for {width}"
+                );
             }
             Err(e) => return Err(e),
         }
@@ -580,6 +592,40 @@ mod tests {
         assert_eq!(internal_payments(&direct, &watched)[0].0, 0);
         let failed = frame("CALL", 0xaa, 5, true, vec![]);
         assert!(internal_payments(&failed, &watched).is_empty());
+    }
+
+    #[tokio::test]
+    async fn log_ranges_narrow_until_the_node_accepts_and_skip_nothing() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let got = narrowing(100, 199, |a, b| {
+            asked.lock().unwrap().push((a, b));
+            async move {
+                if b - a + 1 > 30 {
+                    Err(NodeError::Persistent(
+                        "the node answered: query exceeds max block range 30".into(),
+                    ))
+                } else {
+                    Ok((a..=b).collect::<Vec<u64>>())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            got,
+            (100..=199).collect::<Vec<_>>(),
+            "every block once, in order"
+        );
+        let asked = asked.into_inner().unwrap();
+        assert!(asked.iter().all(|(a, b)| b >= a && *b <= 199));
+        assert_eq!(asked[..3], [(100, 199), (100, 149), (100, 124)]);
+        // A node that is away is not "too wide": the error goes up, to be retried.
+        let e = narrowing(1, 10, |_, _| async {
+            Err::<Vec<u64>, _>(NodeError::Transient("node unreachable".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, NodeError::Transient(_)));
     }
 
     #[test]

@@ -4,9 +4,41 @@
 mod common;
 
 use alloy::primitives::U256;
-use common::anvil::{Anvil, DAI, USDT, wei};
-use common::{Daemon, types};
-use serde_json::json;
+use common::anvil::{Anvil, DAI, DEPLOYER, USDT, wei};
+use common::{Admin, Daemon, types};
+use serde_json::{Value, json};
+
+/// Creates an invoice on anvil.
+async fn invoice(admin: &mut Admin, asset: &str, amount: &str) -> (String, String) {
+    let inv = admin
+        .invoice(json!({"asset": asset, "amount": amount}))
+        .await;
+    (
+        inv["id"].as_str().unwrap().to_string(),
+        inv["address"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The invoice's payments as (txid, index, amount, state).
+fn payments(inv: &Value) -> Vec<(String, u64, String, String)> {
+    inv["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["txid"].as_str().unwrap().to_string(),
+                p["index"].as_u64().unwrap(),
+                p["amount"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn units(n: u64, decimals: u32) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(decimals))
+}
 
 #[tokio::test]
 async fn eth_payment_waits_for_confirmations_then_completes() {
@@ -14,21 +46,22 @@ async fn eth_payment_waits_for_confirmations_then_completes() {
     let daemon = Daemon::start_anvil(&anvil, "").await;
     let mut admin = daemon.admin().await;
     // 2 ETH needs 3 confirmations on anvil.toml.
-    let inv = admin.invoice(json!({"asset": "ETH", "amount": "2"})).await;
-    let id = inv["id"].as_str().unwrap();
-    let address = inv["address"].as_str().unwrap();
-    assert_eq!(inv["address"], json!("0x9858EfFD232B4033E47d90003D41EC34EcaEda94"));
+    let (id, address) = invoice(&mut admin, "ETH", "2").await;
+    assert_eq!(address, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+    // Nodes and wallets write addresses in lower case: the same address.
     let tx = anvil.pay_eth(&address.to_lowercase(), wei("2")).await;
-    let waiting = admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
+    let waiting = admin.wait_status(&id, "WAITING_FOR_CONFIRMATIONS").await;
     assert_eq!(waiting["amount_paid"], json!("2"));
-    let p = &waiting["payments"][0];
-    assert_eq!((p["txid"].as_str(), p["index"].as_u64()), (Some(tx.as_str()), Some(0)));
-    assert_eq!(p["confirmations"], json!(1));
+    assert_eq!(
+        payments(&waiting),
+        [(tx, 0, "2".into(), "CONFIRMED".into())]
+    );
+    assert_eq!(waiting["payments"][0]["confirmations"], json!(1));
     anvil.mine(2).await;
-    let done = admin.wait_status(id, "COMPLETED").await;
+    let done = admin.wait_status(&id, "COMPLETED").await;
     assert_eq!(done["amount_confirmed"], json!("2"));
     assert_eq!(
-        types(&admin.events_of(id).await),
+        types(&admin.events_of(&id).await),
         [
             "invoice.created",
             "payment.detected",
@@ -37,4 +70,314 @@ async fn eth_payment_waits_for_confirmations_then_completes() {
             "invoice.status_changed"
         ]
     );
+}
+
+#[tokio::test]
+async fn eth_sent_by_a_contract_is_found_by_its_place_in_the_call_tree() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (one, one_addr) = invoice(&mut admin, "ETH", "0.5").await;
+    let tx = anvil.pay_through_contract(&one_addr, wei("0.5")).await;
+    let done = admin.wait_status(&one, "COMPLETED").await;
+    // 0 is the call into the contract, 1 its transfer to the invoice.
+    assert_eq!(payments(&done), [(tx, 1, "0.5".into(), "CONFIRMED".into())]);
+
+    // One transaction paying two invoices from inside a contract: positions 1 and 2.
+    let (a, a_addr) = invoice(&mut admin, "ETH", "0.25").await;
+    let (b, b_addr) = invoice(&mut admin, "ETH", "0.25").await;
+    let tx = anvil
+        .split_through_contract(&a_addr, &b_addr, wei("0.5"))
+        .await;
+    let a_done = admin.wait_status(&a, "COMPLETED").await;
+    let b_done = admin.wait_status(&b, "COMPLETED").await;
+    assert_eq!(
+        payments(&a_done),
+        [(tx.clone(), 1, "0.25".into(), "CONFIRMED".into())]
+    );
+    assert_eq!(
+        payments(&b_done),
+        [(tx, 2, "0.25".into(), "CONFIRMED".into())]
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_6_and_18_decimals_are_paid_by_transfer_logs() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (usdt, usdt_addr) = invoice(&mut admin, "USDT", "12.5").await;
+    let (dai, dai_addr) = invoice(&mut admin, "DAI", "0.000000000000000001").await;
+    // More decimals than the token has is refused, never rounded.
+    let e = admin
+        .call(
+            "invoice.create",
+            json!({"chain": "anvil", "asset": "USDT", "amount": "1.0000001"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("amount"), "{e}");
+
+    // ETH to a token invoice's address is not a payment of the token.
+    anvil.pay_eth(&usdt_addr, wei("1")).await;
+    let tx = anvil
+        .pay_token(USDT, &usdt_addr, U256::from(12_500_000u64))
+        .await;
+    let done = admin.wait_status(&usdt, "COMPLETED").await;
+    let log_index = anvil.receipt(&tx).await["logs"][0]["logIndex"].clone();
+    let log_index =
+        u64::from_str_radix(log_index.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        payments(&done),
+        [(tx, log_index, "12.5".into(), "CONFIRMED".into())]
+    );
+    assert_eq!(done["asset"], json!("USDT"));
+
+    anvil.pay_token(DAI, &dai_addr, U256::from(3u8)).await;
+    let done = admin.wait_status(&dai, "COMPLETED").await;
+    assert_eq!(done["amount_paid"], json!("0.000000000000000003"));
+    assert_eq!(done["overpaid_amount"], json!("0.000000000000000002"));
+}
+
+#[tokio::test]
+async fn failed_transactions_and_reverted_frames_never_count() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (eth, eth_addr) = invoice(&mut admin, "ETH", "1").await;
+    let (usdt, usdt_addr) = invoice(&mut admin, "USDT", "1").await;
+    // A transaction that paid the address from inside, then reverted (status 0).
+    anvil.reverted_payment(&eth_addr, wei("1")).await;
+    // A successful transaction whose paying frame reverted.
+    anvil.pay_in_reverted_frame(&eth_addr, wei("1")).await;
+    // A token transfer that fails (the sender holds none).
+    anvil
+        .failing_token_transfer(USDT, DEPLOYER, &usdt_addr)
+        .await;
+    let height = anvil.height().await;
+    admin.wait_scanned(height).await;
+    for id in [&eth, &usdt] {
+        let inv = admin.ok("invoice.get", json!({ "id": id })).await;
+        assert_eq!(
+            (inv["status"].as_str(), payments(&inv).len()),
+            (Some("PENDING"), 0),
+            "{inv}"
+        );
+    }
+    // What does pay still counts.
+    anvil.pay_eth(&eth_addr, wei("1")).await;
+    admin.wait_status(&eth, "COMPLETED").await;
+}
+
+#[tokio::test]
+async fn installments_in_one_block_and_across_blocks_add_up() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "USDT", "30").await;
+    anvil.pay_token(USDT, &address, units(10, 6)).await;
+    admin.wait_status(&id, "PARTIAL").await;
+    anvil.mine(2).await;
+    // Two transfers in one block: a native one too, which does not count for USDT.
+    anvil.rpc("evm_setAutomine", json!([false])).await;
+    let first = anvil
+        .send(json!({
+            "from": common::anvil::PAYER, "to": USDT,
+            "data": transfer_data(&address, units(10, 6)),
+        }))
+        .await;
+    let second = anvil
+        .send(json!({
+            "from": common::anvil::PAYER, "to": USDT,
+            "data": transfer_data(&address, units(10, 6)),
+        }))
+        .await;
+    anvil.rpc("evm_mine", json!([])).await;
+    anvil.rpc("evm_setAutomine", json!([true])).await;
+    let r1 = anvil.receipt(&first).await;
+    let r2 = anvil.receipt(&second).await;
+    assert_eq!(r1["blockNumber"], r2["blockNumber"], "one block");
+    let done = admin.wait_status(&id, "COMPLETED").await;
+    assert_eq!(payments(&done).len(), 3);
+    assert_eq!(done["amount_paid"], json!("30"));
+    assert_eq!(
+        types(&admin.events_of(&id).await)
+            .iter()
+            .filter(|t| *t == "payment.detected")
+            .count(),
+        3
+    );
+}
+
+fn transfer_data(to: &str, units: U256) -> String {
+    use alloy::sol_types::SolCall;
+    let call = common::anvil::transferCall {
+        to: to.parse().unwrap(),
+        value: units,
+    };
+    format!("0x{}", alloy::primitives::hex::encode(call.abi_encode()))
+}
+
+#[tokio::test]
+async fn expiry_then_a_late_payment() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin
+        .invoice(json!({"asset": "ETH", "amount": "0.1", "expires_in": 1}))
+        .await;
+    let id = inv["id"].as_str().unwrap();
+    let expired = admin.wait_status(id, "EXPIRED").await;
+    assert_eq!(expired["reason"], json!("unpaid"));
+    // Past the window: the block's time is after expires_at.
+    anvil
+        .rpc(
+            "evm_setNextBlockTimestamp",
+            json!([expired["expires_at"].as_i64().unwrap() + 5]),
+        )
+        .await;
+    anvil
+        .pay_eth(inv["address"].as_str().unwrap(), wei("0.1"))
+        .await;
+    let late = admin.wait_status(id, "EXPIRED_LATE_PAYMENT").await;
+    assert_eq!(late["amount_paid"], json!("0.1"));
+}
+
+#[tokio::test]
+async fn a_reorg_reverts_a_completed_invoice() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "DAI", "5").await;
+    let snapshot = anvil.rpc("evm_snapshot", json!([])).await;
+    anvil.pay_token(DAI, &address, units(5, 18)).await;
+    anvil.mine(2).await;
+    admin.wait_status(&id, "COMPLETED").await;
+    // The chain without the payment, longer than the one with it.
+    anvil.rpc("evm_revert", json!([snapshot])).await;
+    anvil.mine(5).await;
+    let back = admin
+        .wait_invoice(&id, "the payment dropped", |i| {
+            i["payments"][0]["state"] == json!("DROPPED")
+        })
+        .await;
+    assert_eq!(back["status"], json!("PENDING"));
+    // Back to waiting (the block left), then pending (the payment did not come back).
+    let events = types(&admin.events_of(&id).await);
+    assert_eq!(
+        events[events.len() - 4..],
+        [
+            "invoice.status_changed",
+            "invoice.reverted",
+            "payment.dropped",
+            "invoice.status_changed"
+        ],
+        "{events:?}"
+    );
+    // Paid again on the new chain: completed again.
+    anvil.pay_token(DAI, &address, units(5, 18)).await;
+    anvil.mine(2).await;
+    admin.wait_status(&id, "COMPLETED").await;
+}
+
+#[tokio::test]
+async fn a_restart_catches_up_on_blocks_mined_while_down() {
+    let anvil = Anvil::start().await;
+    let mut daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (eth, eth_addr) = invoice(&mut admin, "ETH", "3").await;
+    let (usdt, usdt_addr) = invoice(&mut admin, "USDT", "7").await;
+    anvil.pay_eth(&eth_addr, wei("1")).await;
+    admin.wait_status(&eth, "PARTIAL").await;
+    daemon.kill();
+    // More than one step of blocks, payments spread over them.
+    anvil.mine(120).await;
+    anvil.pay_token(USDT, &usdt_addr, units(7, 6)).await;
+    anvil.mine(130).await;
+    anvil.pay_through_contract(&eth_addr, wei("2")).await;
+    anvil.mine(3).await;
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let done = admin.wait_status(&eth, "COMPLETED").await;
+    assert_eq!(payments(&done).len(), 2);
+    assert_eq!(done["amount_paid"], json!("3"));
+    let done = admin.wait_status(&usdt, "COMPLETED").await;
+    assert_eq!(payments(&done).len(), 1);
+    // Once more, with nothing new: nothing counted twice.
+    daemon.kill();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let again = admin.ok("invoice.get", json!({ "id": eth })).await;
+    assert_eq!(payments(&again).len(), 2);
+    let detected = types(&admin.events_of(&eth).await)
+        .iter()
+        .filter(|t| *t == "payment.detected")
+        .count();
+    assert_eq!(detected, 2);
+}
+
+#[tokio::test]
+async fn a_node_of_another_chain_id_is_refused_and_other_chains_run() {
+    let anvil = Anvil::start_with(&["--chain-id", "999"]).await;
+    let node = common::Node::start().await;
+    node.mine_to(1, &common::other_address()).await;
+    let regtest = format!(
+        "\n[chains.regtest]\nrpc_url = \"{}\"\nrpc_user = \"test\"\nrpc_password = \"test\"\n\
+         descriptor = \"{}\"\npoll_interval_ms = 100",
+        node.url(),
+        common::descriptor()
+    );
+    let mut daemon = Daemon::configure_anvil(&anvil, &regtest);
+    daemon.spawn_unsynced().await;
+    let mut admin = daemon.admin().await;
+    let c = admin
+        .wait_chain("the chain stopped", |c| {
+            c["running"] == json!(false) && c["last_error"].is_string()
+        })
+        .await;
+    let msg = c["last_error"].as_str().unwrap();
+    assert!(msg.contains("999") && msg.contains("31337"), "{msg}");
+    assert!(daemon.log().contains("999"), "logged");
+    // Bitcoin keeps running and taking invoices.
+    admin.chain = "regtest".into();
+    let height = node.height().await;
+    admin.wait_scanned(height).await;
+    admin.invoice(json!({"amount": "0.01"})).await;
+}
+
+#[tokio::test]
+async fn rescan_finds_what_was_missed_and_reports_an_unexplained_balance() {
+    let anvil = Anvil::start().await;
+    // A node treated as one that cannot trace: ETH from contracts is not seen.
+    let mut daemon = Daemon::start_anvil(&anvil, "trace_internal_transfers = false").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "ETH", "1").await;
+    anvil.pay_eth(&address, wei("0.25")).await;
+    anvil.pay_through_contract(&address, wei("0.75")).await;
+    admin.wait_status(&id, "PARTIAL").await;
+    admin.wait_scanned(anvil.height().await).await;
+    let r = admin.ok("invoice.rescan", json!({ "id": id })).await;
+    assert_eq!(
+        r,
+        json!({"payments_found": 0, "unexplained_balance": "0.75"})
+    );
+    assert_eq!(
+        admin.ok("invoice.get", json!({ "id": id })).await["status"],
+        json!("PARTIAL")
+    );
+
+    // With traces, the same rescan finds the internal transfer.
+    daemon.kill();
+    std::fs::write(
+        &daemon.config,
+        std::fs::read_to_string(&daemon.config)
+            .unwrap()
+            .replace("trace_internal_transfers = false", ""),
+    )
+    .unwrap();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let r = admin.ok("invoice.rescan", json!({ "id": id })).await;
+    assert_eq!(r, json!({"payments_found": 1}));
+    admin.wait_status(&id, "COMPLETED").await;
 }

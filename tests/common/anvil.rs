@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::{Daemon, free_port, wait_for};
 
 alloy::sol! {
+    #[derive(Debug)]
     function mint(address to, uint256 value);
     function transfer(address to, uint256 value) returns (bool);
     function pay(address to);
@@ -51,7 +52,8 @@ pub fn anvil_path() -> PathBuf {
 }
 
 fn artifact(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/contracts/build/{name}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/contracts/build/{name}.json"));
     let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     hex(json["bytecode"].as_str().unwrap())
 }
@@ -98,9 +100,23 @@ impl Anvil {
             async move { p.get_chain_id().await.ok() }
         })
         .await;
-        let usdt = anvil.deploy("TestToken", ("USDT".to_string(), U256::from(6u8)).abi_encode_params()).await;
-        let dai = anvil.deploy("TestToken", ("DAI".to_string(), U256::from(18u8)).abi_encode_params()).await;
-        assert_eq!((usdt.as_str(), dai.as_str()), (USDT, DAI), "the tokens of chains/anvil.toml");
+        let usdt = anvil
+            .deploy(
+                "TestToken",
+                ("USDT".to_string(), U256::from(6u8)).abi_encode_params(),
+            )
+            .await;
+        let dai = anvil
+            .deploy(
+                "TestToken",
+                ("DAI".to_string(), U256::from(18u8)).abi_encode_params(),
+            )
+            .await;
+        assert_eq!(
+            (usdt.as_str(), dai.as_str()),
+            (USDT, DAI),
+            "the tokens of chains/anvil.toml"
+        );
         anvil.payer_contract = anvil.deploy("Payer", Vec::new()).await;
         for token in [USDT, DAI] {
             let call = mintCall {
@@ -221,8 +237,11 @@ impl Anvil {
 
     /// Sends `wei` to `to` from inside the Payer contract (an internal transfer).
     pub async fn pay_through_contract(&self, to: &str, wei: u128) -> String {
-        let call = payCall { to: to.parse().unwrap() };
-        self.call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei).await
+        let call = payCall {
+            to: to.parse().unwrap(),
+        };
+        self.call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei)
+            .await
     }
 
     /// Splits `wei` between `a` and `b` from inside the Payer contract.
@@ -231,13 +250,18 @@ impl Anvil {
             a: a.parse().unwrap(),
             b: b.parse().unwrap(),
         };
-        self.call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei).await
+        self.call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei)
+            .await
     }
 
     /// A successful transaction whose frame that paid `to` reverted.
     pub async fn pay_in_reverted_frame(&self, to: &str, wei: u128) -> String {
-        let call = payInRevertedFrameCall { to: to.parse().unwrap() };
-        let tx = self.call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei).await;
+        let call = payInRevertedFrameCall {
+            to: to.parse().unwrap(),
+        };
+        let tx = self
+            .call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei)
+            .await;
         assert_eq!(self.receipt(&tx).await["status"], json!("0x1"));
         tx
     }
@@ -245,7 +269,9 @@ impl Anvil {
     /// A transaction that pays `to` from inside the contract and then reverts as a
     /// whole (receipt status 0), mined with a fixed gas limit.
     pub async fn reverted_payment(&self, to: &str, wei: u128) -> String {
-        let call = payThenFailCall { to: to.parse().unwrap() };
+        let call = payThenFailCall {
+            to: to.parse().unwrap(),
+        };
         let tx = self
             .send(json!({
                 "from": PAYER,
@@ -262,7 +288,10 @@ impl Anvil {
 
     /// Balance of `address` at the tip, in wei.
     pub async fn balance(&self, address: &str) -> U256 {
-        self.provider.get_balance(address.parse().unwrap()).await.unwrap()
+        self.provider
+            .get_balance(address.parse().unwrap())
+            .await
+            .unwrap()
     }
 }
 

@@ -518,7 +518,10 @@ chains_dir = "{chains}"
             let chain = chain.clone();
             async move {
                 let mut a = Admin::connect(&socket).await.ok()?;
-                let s = a.call("chain.status", json!({ "chain": chain })).await.ok()?;
+                let s = a
+                    .call("chain.status", json!({ "chain": chain }))
+                    .await
+                    .ok()?;
                 let c = &s["chains"][0];
                 (c["running"] == json!(true)
                     && c["last_poll_at"].is_i64()
@@ -714,7 +717,9 @@ impl Admin {
     pub async fn wait_chain(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
-            let s = self.ok("chain.status", json!({ "chain": self.chain })).await;
+            let s = self
+                .ok("chain.status", json!({ "chain": self.chain }))
+                .await;
             let c = s["chains"][0].clone();
             if pred(&c) {
                 return c;
