@@ -65,6 +65,8 @@ pub(crate) struct ChainStatus {
     pub(crate) scanned_hash: Option<String>,
     pub(crate) last_poll_at: Option<i64>,
     pub(crate) last_error: Option<String>,
+    /// The node's `finalized` block, on chains whose finality follows it.
+    pub(crate) finalized_height: Option<u64>,
     /// A reorganisation touched final invoices: stays until the daemon restarts.
     pub(crate) alarm: Option<String>,
 }
@@ -133,6 +135,7 @@ impl Chain {
             "last_poll_at": s.last_poll_at,
             "watched_addresses": self.watchlist.len(),
             "last_error": s.last_error.or_else(|| s.alarm.clone()),
+            "finalized_height": s.finalized_height,
             "alarm": s.alarm,
         })
     }

@@ -129,7 +129,10 @@ impl Follower {
                 ..Default::default()
             },
         )?;
-        self.chain.set_status(|s| s.node_height = Some(node_height));
+        self.chain.set_status(|s| {
+            s.node_height = Some(node_height);
+            s.finalized_height = finalized.or(s.finalized_height);
+        });
         Ok(())
     }
 

@@ -381,3 +381,47 @@ async fn rescan_finds_what_was_missed_and_reports_an_unexplained_balance() {
     assert_eq!(r, json!({"payments_found": 1}));
     admin.wait_status(&id, "COMPLETED").await;
 }
+
+#[tokio::test]
+async fn at_the_nodes_finalized_block_a_payment_is_final_and_a_deeper_reorg_is_an_alarm() {
+    // anvil finalizes the block two below its tip with one slot per epoch.
+    let anvil = Anvil::start_with(&["--slots-in-an-epoch", "1"]).await;
+    let daemon = Daemon::start_anvil(&anvil, "final_confirmations = \"finalized\"").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "ETH", "0.5").await;
+    let snapshot = anvil.rpc("evm_snapshot", json!([])).await;
+    let tx = anvil.pay_eth(&address, wei("0.5")).await;
+    let paid_at = u64::from_str_radix(
+        anvil.receipt(&tx).await["blockNumber"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    admin.wait_status(&id, "COMPLETED").await;
+    anvil.mine(3).await;
+    admin
+        .wait_chain("the payment's block finalized", |c| {
+            c["finalized_height"].as_u64() >= Some(paid_at) && c["lag_blocks"] == json!(0)
+        })
+        .await;
+    // A reorganisation below the finalized block: the invoice stays, the chain alarms.
+    anvil.rpc("evm_revert", json!([snapshot])).await;
+    anvil.mine(8).await;
+    let c = admin
+        .wait_chain("the alarm", |c| c["alarm"].is_string())
+        .await;
+    assert!(c["alarm"].as_str().unwrap().contains("ALARM"), "{c}");
+    let inv = admin
+        .wait_invoice(&id, "the payment dropped", |i| {
+            i["payments"][0]["state"] == json!("DROPPED")
+        })
+        .await;
+    assert_eq!(inv["status"], json!("COMPLETED"));
+    let events = types(&admin.events_of(&id).await);
+    assert!(
+        !events.contains(&"invoice.reverted".to_string()),
+        "{events:?}"
+    );
+}
