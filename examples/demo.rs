@@ -1,9 +1,12 @@
-//! `scripts/demo`: a regtest node, settled, one invoice paid in two installments, and
-//! every event printed as it happens.
+//! `scripts/demo`: a regtest node and an anvil node, settled watching both, and three
+//! invoices: BTC paid in two installments, ETH sent by a contract, USDT paid in two
+//! transfers; every event printed as it happens.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use alloy::primitives::U256;
+use common::anvil::{Anvil, USDT, wei};
 use common::{Daemon, Node, Payer};
 use serde_json::{Value, json};
 
@@ -12,7 +15,9 @@ async fn main() {
     println!("starting bitcoind -regtest and mining coins for a payer...");
     let node = Node::start().await;
     let mut payer = Payer::fund(&node).await;
-    let daemon = Daemon::start(&node, "").await;
+    println!("starting anvil and deploying a test USDT (6 decimals)...");
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_regtest_and_anvil(&node, &anvil).await;
     println!(
         "settled is running; admin socket {}",
         daemon.socket.display()
@@ -24,13 +29,17 @@ async fn main() {
 
     let mut sub = daemon.admin().await;
     sub.ok("events.subscribe", json!({})).await;
-    // Prints events until the one that completes the invoice.
+    // Prints events until the three invoices are completed.
     let printer = tokio::spawn(async move {
+        let mut completed = 0;
         while let Some(msg) = sub.read().await {
             let event = &msg["params"];
             print_event(event);
             if event["data"]["to"] == "COMPLETED" {
-                return;
+                completed += 1;
+                if completed == 3 {
+                    return;
+                }
             }
         }
     });
@@ -55,15 +64,48 @@ async fn main() {
 
     println!("> a block is mined");
     node.mine_to(1, &me).await;
-    let inv = admin.wait_status(&id, "COMPLETED").await;
+    let btc = admin.wait_status(&id, "COMPLETED").await;
+
+    admin.chain = "anvil".into();
+    let inv = admin
+        .invoice(json!({"asset": "ETH", "amount": "0.3", "order_id": "demo-2"}))
+        .await;
+    let eth_id = inv["id"].as_str().unwrap().to_string();
+    let address = inv["address"].as_str().unwrap().to_string();
+    println!("\ninvoice {eth_id}: pay 0.3 ETH to {address}\n");
+    println!("> a smart-contract wallet pays 0.3 ETH from inside a contract call");
+    anvil.pay_through_contract(&address, wei("0.3")).await;
+    let eth = admin.wait_status(&eth_id, "COMPLETED").await;
+
+    let inv = admin
+        .invoice(json!({"asset": "USDT", "amount": "25", "order_id": "demo-3"}))
+        .await;
+    let usdt_id = inv["id"].as_str().unwrap().to_string();
+    let address = inv["address"].as_str().unwrap().to_string();
+    println!("\ninvoice {usdt_id}: pay 25 USDT to {address}\n");
+    println!("> the customer transfers 10 USDT");
+    anvil
+        .pay_token(USDT, &address, U256::from(10_000_000u64))
+        .await;
+    admin.wait_status(&usdt_id, "PARTIAL").await;
+    println!("> the customer transfers the remaining 15 USDT");
+    anvil
+        .pay_token(USDT, &address, U256::from(15_000_000u64))
+        .await;
+    let usdt = admin.wait_status(&usdt_id, "COMPLETED").await;
     printer.await.unwrap();
-    println!(
-        "\ndone: {} paid {} BTC of {} in {} payments",
-        inv["status"].as_str().unwrap(),
-        inv["amount_paid"].as_str().unwrap(),
-        inv["amount_due"].as_str().unwrap(),
-        inv["payments"].as_array().unwrap().len()
-    );
+
+    println!();
+    for inv in [btc, eth, usdt] {
+        println!(
+            "done: {} paid {} {} of {} in {} payment(s)",
+            inv["status"].as_str().unwrap(),
+            inv["amount_paid"].as_str().unwrap(),
+            inv["asset"].as_str().unwrap(),
+            inv["amount_due"].as_str().unwrap(),
+            inv["payments"].as_array().unwrap().len()
+        );
+    }
 }
 
 fn print_event(e: &Value) {
@@ -75,13 +117,15 @@ fn print_event(e: &Value) {
             d["to"].as_str().unwrap_or("-")
         ),
         t if t.starts_with("payment.") => format!(
-            "{} BTC, {} confirmation(s)",
+            "{} {}, {} confirmation(s)",
             d["payment"]["amount"].as_str().unwrap_or("?"),
+            d["invoice"]["asset"].as_str().unwrap_or(""),
             d["payment"]["confirmations"]
         ),
         _ => format!(
-            "{} BTC due",
-            d["invoice"]["amount_due"].as_str().unwrap_or("-")
+            "{} {} due",
+            d["invoice"]["amount_due"].as_str().unwrap_or("-"),
+            d["invoice"]["asset"].as_str().unwrap_or("")
         ),
     };
     println!(

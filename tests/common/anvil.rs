@@ -317,6 +317,24 @@ impl Daemon {
         d
     }
 
+    /// settled on Bitcoin regtest (`node`) and on `anvil` at once.
+    pub async fn start_regtest_and_anvil(node: &super::Node, anvil: &Anvil) -> Daemon {
+        let anvil_section = format!(
+            "\n[chains.anvil]\nrpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\"]\npoll_interval_ms = 100",
+            anvil.url()
+        );
+        let mut d = Daemon::configure(
+            node,
+            "rpc_user = \"test\"\nrpc_password = \"test\"",
+            &anvil_section,
+        );
+        d.restart().await;
+        let mut admin = d.admin().await;
+        admin.chain = "anvil".into();
+        admin.wait_scanned(anvil.height().await).await;
+        d
+    }
+
     /// The config of [`Daemon::start_anvil`]; starts nothing.
     pub fn configure_anvil(anvil: &Anvil, extra: &str) -> Daemon {
         Daemon::configure_chain(

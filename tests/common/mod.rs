@@ -467,7 +467,7 @@ impl Daemon {
     }
 
     /// Writes the config; starts nothing.
-    fn configure(node: &Node, auth: &str, extra: &str) -> Daemon {
+    pub fn configure(node: &Node, auth: &str, extra: &str) -> Daemon {
         let section = format!(
             "rpc_url = \"{url}\"\n{auth}\ndescriptor = \"{desc}\"\npoll_interval_ms = 100\n{extra}",
             url = node.url(),
