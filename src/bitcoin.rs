@@ -5,36 +5,26 @@
 //! looks at the mempool; evictions are judged only when it is at the node's tip.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use bitcoin::{Block, Transaction, Txid};
-use tokio_util::sync::CancellationToken;
 
 use crate::amount::U256;
 use crate::bitcoind::{Bitcoind, NodeError};
 use crate::chain::Chain;
 use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
-use crate::watcher::{self, NodeView, WatchError};
+use crate::watcher::{self, Ctx, NodeView, WatchError};
 
 /// The Bitcoin follower of one chain.
 pub(crate) struct Follower {
-    chain: Arc<Chain>,
-    store: Arc<Store>,
-    shutdown: CancellationToken,
+    ctx: Ctx,
     mempool: HashSet<Txid>,
 }
 
 impl Follower {
     /// A follower that has not polled yet.
-    pub(crate) fn new(
-        chain: Arc<Chain>,
-        store: Arc<Store>,
-        shutdown: CancellationToken,
-    ) -> Follower {
+    pub(crate) fn new(ctx: Ctx) -> Follower {
         Follower {
-            chain,
-            store,
-            shutdown,
+            ctx,
             mempool: HashSet::new(),
         }
     }
@@ -58,11 +48,12 @@ impl NodeView for Bitcoind {
 
 impl Follower {
     fn name(&self) -> &str {
-        &self.chain.settings.name
+        self.ctx.name()
     }
 
     fn node(&self) -> &Bitcoind {
-        self.chain
+        self.ctx
+            .chain
             .bitcoind
             .as_ref()
             .expect("a bitcoin chain has a node")
@@ -74,7 +65,7 @@ impl Follower {
         // The mempool, then a second look at the tip: a block that arrived in between
         // may have mined what left the mempool, so evictions wait for a calm poll.
         let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
-        let cursor = self.cursor()?;
+        let cursor = self.ctx.cursor()?;
         let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
         let mut found = Vec::new();
         for txid in txids.difference(&self.mempool) {
@@ -89,7 +80,8 @@ impl Follower {
             }
         }
         let evicted: Vec<String> = if at_tip {
-            self.store
+            self.ctx
+                .store
                 .pending_txids(self.name())?
                 .into_iter()
                 .filter(|t| t.parse::<Txid>().is_ok_and(|t| !txids.contains(&t)))
@@ -100,7 +92,7 @@ impl Follower {
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment left the mempool unmined");
         }
-        self.store.apply(
+        self.ctx.store.apply(
             self.name(),
             ChainUpdate {
                 mempool: found,
@@ -116,58 +108,35 @@ impl Follower {
         } else {
             self.node().block_count().await?
         };
-        self.chain.set_status(|s| s.node_height = Some(node_height));
+        self.ctx
+            .chain
+            .set_status(|s| s.node_height = Some(node_height));
         Ok(())
     }
 
-    fn cursor(&self) -> Result<Cursor, WatchError> {
-        self.store
-            .cursor(self.name())?
-            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
-    }
-
-    /// Starts at `start_height` (or the node's tip) on the very first run.
+    /// Waits out a node in initial block download before choosing where to start,
+    /// unless `start_height` says where.
     async fn first_cursor(&self) -> Result<(), WatchError> {
-        if self.store.cursor(self.name())?.is_some() {
-            return Ok(());
-        }
-        let info = self.node().chain_info().await?;
-        if info.get("initialblockdownload").and_then(|v| v.as_bool()) == Some(true)
-            && self.chain.settings.start_height.is_none()
+        if self.ctx.store.cursor(self.name())?.is_none()
+            && self.ctx.chain.settings.start_height.is_none()
         {
-            return Err(NodeError::Transient(
-                "node is still in initial block download; waiting before choosing where to start"
-                    .into(),
-            )
-            .into());
+            let info = self.node().chain_info().await?;
+            if info.get("initialblockdownload").and_then(|v| v.as_bool()) == Some(true) {
+                return Err(NodeError::Transient(
+                    "node is still in initial block download; waiting before choosing where to start"
+                        .into(),
+                )
+                .into());
+            }
         }
-        let height = match self.chain.settings.start_height {
-            Some(h) => h.saturating_sub(1),
-            None => self.node().block_count().await?,
-        };
-        let hash = self.node().block_hash(height).await?.ok_or_else(|| {
-            NodeError::Transient(format!(
-                "the node has no block at height {height} yet (start_height)"
-            ))
-        })?;
-        self.store
-            .init_cursor(self.name(), height, &hash.to_string())?;
-        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
-        Ok(())
+        self.ctx.first_cursor(self.node()).await
     }
 
     /// Connects the node's blocks after the cursor, one transaction per block.
     async fn sync_blocks(&mut self) -> Result<(), WatchError> {
         self.first_cursor().await?;
         loop {
-            if self.shutdown.is_cancelled() {
-                return Err(WatchError::Shutdown);
-            }
-            let cur = self.cursor()?;
-            self.chain.set_status(|s| {
-                s.scanned_height = Some(cur.height);
-                s.scanned_hash = Some(cur.hash.clone());
-            });
+            let cur = self.ctx.step()?;
             // Compare tips first: the steady state costs one call.
             if self.node().best_block_hash().await?.to_string() == cur.hash {
                 return Ok(());
@@ -182,7 +151,7 @@ impl Follower {
                 continue;
             }
             let found = self.block_found(cur.height + 1, &block);
-            self.store.apply(
+            self.ctx.store.apply(
                 self.name(),
                 ChainUpdate {
                     connect: vec![found],
@@ -195,18 +164,11 @@ impl Follower {
     /// Walks back to the fork point, then disconnects our blocks above it and connects
     /// the node's, in one transaction.
     async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
-        let (store, name) = (&self.store, self.name());
         let watcher::Fork {
             height: fork,
             hash: fork_hash,
             node_height,
-        } = watcher::find_fork(
-            self.node(),
-            |h| store.block_hash(name, h),
-            cur,
-            self.chain.settings.policy.max_reorg_depth,
-        )
-        .await?;
+        } = self.ctx.fork(self.node(), cur).await?;
         let mut blocks = Vec::new();
         let mut prev = fork_hash;
         for height in fork + 1..=node_height.min(cur.height + 1) {
@@ -223,7 +185,7 @@ impl Follower {
             prev = hash.to_string();
             blocks.push(self.block_found(height, &block));
         }
-        let applied = self.store.apply(
+        let applied = self.ctx.store.apply(
             self.name(),
             ChainUpdate {
                 disconnect_above: Some(fork),
@@ -231,17 +193,17 @@ impl Follower {
                 ..Default::default()
             },
         )?;
-        watcher::alarm_if_final(&self.chain, cur, fork, &applied.final_reorged);
+        watcher::alarm_if_final(&self.ctx.chain, cur, fork, &applied.final_reorged);
         Ok(())
     }
 
     fn block_found(&self, height: u64, block: &Block) -> BlockFound {
-        block_found(height, block, |script| self.chain.watchlist.get(script))
+        block_found(height, block, |script| self.ctx.chain.watchlist.get(script))
     }
 
     /// Outputs of `tx` that pay a watched script.
     fn matches(&self, tx: &Transaction) -> Vec<Found> {
-        matching_outputs(tx, &|script| self.chain.watchlist.get(script))
+        matching_outputs(tx, &|script| self.ctx.chain.watchlist.get(script))
     }
 }
 

@@ -11,17 +11,15 @@
 //! follower is back at the tip.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use alloy::primitives::{Address, B256, U256};
-use tokio_util::sync::CancellationToken;
 
 use crate::bitcoind::NodeError;
 use crate::chain::Chain;
 use crate::chains::Finality;
 use crate::ethnode::{CallFrame, EthNode, EvmBlock, TokenTransfer, maybe_too_wide};
 use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
-use crate::watcher::{self, NodeView, WatchError};
+use crate::watcher::{self, Ctx, NodeView, WatchError};
 
 /// Blocks read per step while catching up: one `eth_getLogs` and one commit each.
 const BLOCKS_PER_STEP: u64 = 100;
@@ -40,9 +38,7 @@ pub(crate) fn match_key(contract: Option<&Address>, address: &[u8]) -> Vec<u8> {
 
 /// The follower of one Ethereum-like chain.
 pub(crate) struct Follower {
-    chain: Arc<Chain>,
-    store: Arc<Store>,
-    shutdown: CancellationToken,
+    ctx: Ctx,
     /// The node was checked (chain id, traces) since the start.
     checked: bool,
     finalized_warned: bool,
@@ -50,26 +46,21 @@ pub(crate) struct Follower {
 
 impl Follower {
     /// A follower that has not polled yet.
-    pub(crate) fn new(
-        chain: Arc<Chain>,
-        store: Arc<Store>,
-        shutdown: CancellationToken,
-    ) -> Follower {
+    pub(crate) fn new(ctx: Ctx) -> Follower {
         Follower {
-            chain,
-            store,
-            shutdown,
+            ctx,
             checked: false,
             finalized_warned: false,
         }
     }
 
     fn name(&self) -> &str {
-        &self.chain.settings.name
+        self.ctx.name()
     }
 
     fn node(&self) -> &EthNode {
-        self.chain
+        self.ctx
+            .chain
             .ethnode
             .as_ref()
             .expect("an ethereum chain has a node")
@@ -78,7 +69,7 @@ impl Follower {
     /// At start (`config.md`): a node on another chain, or one that cannot trace when
     /// traces are asked for, stops this chain with the reason.
     async fn check_node(&self) -> Result<(), WatchError> {
-        let want = self.chain.settings.chain_id.unwrap_or_default();
+        let want = self.ctx.chain.settings.chain_id.unwrap_or_default();
         let got = self.node().chain_id().await?;
         if got != want {
             return Err(WatchError::Halt(format!(
@@ -87,7 +78,7 @@ impl Follower {
                 self.name()
             )));
         }
-        if self.chain.settings.trace_internal_transfers {
+        if self.ctx.chain.settings.trace_internal_transfers {
             let (tip, _) = self.node().tip().await?;
             match self.node().traces(tip).await {
                 Err(NodeError::Persistent(e)) => {
@@ -110,17 +101,22 @@ impl Follower {
             self.checked = true;
         }
         let node_height = self.sync_blocks().await?;
-        let finalized = match self.chain.settings.policy.finality {
+        let finalized = match self.ctx.chain.settings.policy.finality {
             Finality::Finalized => self.finalized().await,
             Finality::Confirmations(_) => None,
         };
         // Back at the tip: payments of disconnected blocks that the new branch did not
         // hold are gone (the chain has no mempool stage to keep them in).
-        let evicted: Vec<String> = self.store.pending_txids(self.name())?.into_iter().collect();
+        let evicted: Vec<String> = self
+            .ctx
+            .store
+            .pending_txids(self.name())?
+            .into_iter()
+            .collect();
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment's block left the chain and the payment did not come back");
         }
-        self.store.apply(
+        self.ctx.store.apply(
             self.name(),
             ChainUpdate {
                 evicted,
@@ -129,7 +125,7 @@ impl Follower {
                 ..Default::default()
             },
         )?;
-        self.chain.set_status(|s| {
+        self.ctx.chain.set_status(|s| {
             s.node_height = Some(node_height);
             s.finalized_height = finalized.or(s.finalized_height);
         });
@@ -150,47 +146,14 @@ impl Follower {
         }
     }
 
-    fn cursor(&self) -> Result<Cursor, WatchError> {
-        self.store
-            .cursor(self.name())?
-            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
-    }
-
-    /// Starts at `start_height` (or the node's tip) on the very first run.
-    async fn first_cursor(&self) -> Result<(), WatchError> {
-        if self.store.cursor(self.name())?.is_some() {
-            return Ok(());
-        }
-        let height = match self.chain.settings.start_height {
-            Some(h) => h.saturating_sub(1),
-            None => self.node().tip().await?.0,
-        };
-        let hash = self.node().hash_at(height).await?.ok_or_else(|| {
-            NodeError::Transient(format!(
-                "the node has no block at height {height} yet (start_height)"
-            ))
-        })?;
-        self.store
-            .init_cursor(self.name(), height, &hash.to_string())?;
-        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
-        Ok(())
-    }
-
     /// Connects the node's blocks after the cursor in bounded steps, one transaction
     /// per step; returns the node's height once at its tip.
     async fn sync_blocks(&mut self) -> Result<u64, WatchError> {
-        self.first_cursor().await?;
+        self.ctx.first_cursor(self.node()).await?;
         loop {
-            if self.shutdown.is_cancelled() {
-                return Err(WatchError::Shutdown);
-            }
-            let cur = self.cursor()?;
-            self.chain.set_status(|s| {
-                s.scanned_height = Some(cur.height);
-                s.scanned_hash = Some(cur.hash.clone());
-            });
+            let cur = self.ctx.step()?;
             let (tip, tip_hash) = self.node().tip().await?;
-            self.chain.set_status(|s| s.node_height = Some(tip));
+            self.ctx.chain.set_status(|s| s.node_height = Some(tip));
             if tip_hash.to_string() == cur.hash {
                 return Ok(tip);
             }
@@ -199,7 +162,7 @@ impl Follower {
                 continue;
             }
             let end = tip.min(cur.height + BLOCKS_PER_STEP);
-            let chain = &self.chain;
+            let chain = &self.ctx.chain;
             let blocks = read(chain, cur.height + 1, end, &|k| chain.watchlist.get(k)).await?;
             let linked = linked_prefix(&blocks, &cur.hash);
             if linked == 0 {
@@ -207,7 +170,7 @@ impl Follower {
                 continue;
             }
             let connect = blocks.into_iter().take(linked).map(|(b, _)| b).collect();
-            self.store.apply(
+            self.ctx.store.apply(
                 self.name(),
                 ChainUpdate {
                     connect,
@@ -220,16 +183,9 @@ impl Follower {
     /// Walks back to the fork point, then disconnects our blocks above it and connects
     /// the node's, in one transaction.
     async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
-        let (store, name) = (&self.store, self.name());
-        let fork = watcher::find_fork(
-            self.node(),
-            |h| store.block_hash(name, h),
-            cur,
-            self.chain.settings.policy.max_reorg_depth,
-        )
-        .await?;
+        let fork = self.ctx.fork(self.node(), cur).await?;
         let end = fork.node_height.min(cur.height + 1);
-        let chain = &self.chain;
+        let chain = &self.ctx.chain;
         let blocks = if end > fork.height {
             read(chain, fork.height + 1, end, &|k| chain.watchlist.get(k)).await?
         } else {
@@ -241,7 +197,7 @@ impl Follower {
             )
             .into());
         }
-        let applied = self.store.apply(
+        let applied = self.ctx.store.apply(
             self.name(),
             ChainUpdate {
                 disconnect_above: Some(fork.height),
@@ -249,7 +205,7 @@ impl Follower {
                 ..Default::default()
             },
         )?;
-        watcher::alarm_if_final(&self.chain, cur, fork.height, &applied.final_reorged);
+        watcher::alarm_if_final(&self.ctx.chain, cur, fork.height, &applied.final_reorged);
         Ok(())
     }
 }

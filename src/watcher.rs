@@ -29,6 +29,76 @@ pub(crate) enum WatchError {
     Shutdown,
 }
 
+/// What a follower works with: its chain, the store, and the shutdown signal.
+pub(crate) struct Ctx {
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Ctx {
+    /// The chain's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.chain.settings.name
+    }
+
+    /// The chain's cursor, which exists once [`Ctx::first_cursor`] ran.
+    pub(crate) fn cursor(&self) -> Result<Cursor, WatchError> {
+        self.store
+            .cursor(self.name())?
+            .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
+    }
+
+    /// The cursor, shown in `chain.status` as what was scanned; `Shutdown` once asked.
+    pub(crate) fn step(&self) -> Result<Cursor, WatchError> {
+        if self.shutdown.is_cancelled() {
+            return Err(WatchError::Shutdown);
+        }
+        let cur = self.cursor()?;
+        self.chain.set_status(|s| {
+            s.scanned_height = Some(cur.height);
+            s.scanned_hash = Some(cur.hash.clone());
+        });
+        Ok(cur)
+    }
+
+    /// On the very first run, places the cursor below `start_height`, or at the node's
+    /// tip.
+    pub(crate) async fn first_cursor(&self, node: &impl NodeView) -> Result<(), WatchError> {
+        if self.store.cursor(self.name())?.is_some() {
+            return Ok(());
+        }
+        let height = match self.chain.settings.start_height {
+            Some(h) => h.saturating_sub(1),
+            None => node.height().await?,
+        };
+        let hash = node.hash_at(height).await?.ok_or_else(|| {
+            NodeError::Transient(format!(
+                "the node has no block at height {height} yet (start_height)"
+            ))
+        })?;
+        self.store.init_cursor(self.name(), height, &hash)?;
+        tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
+        Ok(())
+    }
+
+    /// Walks back to where the node's best chain leaves ours.
+    pub(crate) async fn fork(
+        &self,
+        node: &impl NodeView,
+        cur: &Cursor,
+    ) -> Result<Fork, WatchError> {
+        let (store, name) = (&self.store, self.name());
+        find_fork(
+            node,
+            |h| store.block_hash(name, h),
+            cur,
+            self.chain.settings.policy.max_reorg_depth,
+        )
+        .await
+    }
+}
+
 /// One kind of chain follower: a poll reads the node from the store's cursor on and
 /// commits what it found.
 pub(crate) trait Follower: Send {
@@ -43,13 +113,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Follows one chain until `shutdown` is cancelled or the chain must halt.
 pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
+    let ctx = Ctx {
+        chain: chain.clone(),
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+    };
     match chain.settings.kind {
         Kind::Bitcoin => {
-            let f = crate::bitcoin::Follower::new(chain.clone(), store.clone(), shutdown.clone());
+            let f = crate::bitcoin::Follower::new(ctx);
             follow(chain, store, shutdown, f).await
         }
         Kind::Ethereum => {
-            let f = crate::evm::Follower::new(chain.clone(), store.clone(), shutdown.clone());
+            let f = crate::evm::Follower::new(ctx);
             follow(chain, store, shutdown, f).await
         }
     }
