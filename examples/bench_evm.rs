@@ -50,6 +50,24 @@ async fn main() {
         let start = Instant::now();
         daemon.restart().await;
         let secs = start.elapsed().as_secs_f64();
+        // The figure counts only if every payment was found.
+        let mut admin = daemon.admin().await;
+        let (mut after, mut detected) = (0, 0);
+        loop {
+            let page = admin
+                .ok("events.list", json!({"after_seq": after, "limit": 1000}))
+                .await;
+            let events = page["events"].as_array().unwrap();
+            if events.is_empty() {
+                break;
+            }
+            detected += events
+                .iter()
+                .filter(|e| e["type"] == "payment.detected")
+                .count();
+            after = page["last_seq"].as_i64().unwrap();
+        }
+        assert_eq!(detected as u64, PAYMENTS, "every payment found");
         println!(
             "  {open:>5} open invoices: {:>7.1} blocks/s ({:.2} ms per block; {open} invoices created in {:.1} s)",
             BLOCKS as f64 / secs,
