@@ -337,7 +337,15 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
                     "invoice.rescan",
                     params(&[("id", Some(json!(id))), ("from_height", n(from_height))]),
                 )?,
-                |v| println!("payments found: {}", v["payments_found"]),
+                |v| {
+                    println!("payments found: {}", v["payments_found"]);
+                    if let Some(gap) = v["unexplained_balance"].as_str() {
+                        println!(
+                            "unexplained balance: {gap} (the address holds this much more than its \
+                             recorded payments: probably paid by a contract, which this node cannot trace)"
+                        );
+                    }
+                },
             ),
         },
         CtlCommand::Status => {
