@@ -170,6 +170,37 @@ async fn failed_transactions_and_reverted_frames_never_count() {
 }
 
 #[tokio::test]
+async fn a_failed_transfer_to_the_address_never_counts_by_its_receipt() {
+    // Without traces only the receipt tells a failed transaction from a payment.
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "trace_internal_transfers = false").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "ETH", "1").await;
+    // Code at the address that reverts (PUSH1 0, PUSH1 0, REVERT): a plain transfer to
+    // it fails, with `to` the invoice address and a value.
+    anvil
+        .rpc("anvil_setCode", json!([address, "0x60006000fd"]))
+        .await;
+    let tx = anvil
+        .send(json!({
+            "from": common::anvil::PAYER, "to": address,
+            "value": format!("0x{:x}", wei("1")), "gas": "0x20000",
+        }))
+        .await;
+    assert_eq!(anvil.receipt(&tx).await["status"], json!("0x0"));
+    anvil.rpc("anvil_setCode", json!([address, "0x"])).await;
+    admin.wait_scanned(anvil.height().await).await;
+    let inv = admin.ok("invoice.get", json!({ "id": id })).await;
+    assert_eq!(
+        (inv["status"].as_str(), payments(&inv).len()),
+        (Some("PENDING"), 0),
+        "{inv}"
+    );
+    anvil.pay_eth(&address, wei("1")).await;
+    admin.wait_status(&id, "COMPLETED").await;
+}
+
+#[tokio::test]
 async fn installments_in_one_block_and_across_blocks_add_up() {
     let anvil = Anvil::start().await;
     let daemon = Daemon::start_anvil(&anvil, "").await;
