@@ -254,15 +254,36 @@ impl Anvil {
             .await
     }
 
-    /// A successful transaction whose frame that paid `to` reverted.
+    /// A successful transaction whose frame that paid `to` reverted. The gas is set:
+    /// anvil's estimate would leave the inner frame too little to pay at all.
     pub async fn pay_in_reverted_frame(&self, to: &str, wei: u128) -> String {
         let call = payInRevertedFrameCall {
             to: to.parse().unwrap(),
         };
         let tx = self
-            .call(PAYER, &self.payer_contract.clone(), &call.abi_encode(), wei)
+            .send(json!({
+                "from": PAYER,
+                "to": self.payer_contract,
+                "data": format!("0x{}", alloy::primitives::hex::encode(call.abi_encode())),
+                "value": format!("0x{wei:x}"),
+                "gas": "0x40000",
+            }))
             .await;
         assert_eq!(self.receipt(&tx).await["status"], json!("0x1"));
+        // The frame did pay, then reverted: what a follower must not count.
+        let trace = self
+            .rpc(
+                "debug_traceTransaction",
+                json!([tx, {"tracer": "callTracer"}]),
+            )
+            .await;
+        let inner = &trace["calls"][0];
+        assert!(inner["error"].is_string(), "{trace}");
+        assert_eq!(
+            inner["calls"][0]["to"].as_str().map(str::to_lowercase),
+            Some(to.to_lowercase()),
+            "{trace}"
+        );
         tx
     }
 
