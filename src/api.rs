@@ -252,8 +252,34 @@ impl Api {
                     "db_path": self.settings.db_path(),
                     "chains": self.chains.iter().map(|c| c.settings.name.clone()).collect::<Vec<_>>(),
                     "events_last_seq": self.store.last_seq()?,
-                    "webhook_backlog": 0,
+                    "webhook_backlog": self.store.webhook_backlog()?,
                 }))
+            }
+            "webhook.deliveries" => {
+                let p = Params::new(params, &["status", "limit"])?;
+                let status = p.str("status")?;
+                if let Some(s) = &status
+                    && !["pending", "delivered", "failed"].contains(&s.as_str())
+                {
+                    return Err(RpcError::field(
+                        "status",
+                        "must be \"pending\", \"delivered\" or \"failed\"",
+                    ));
+                }
+                let deliveries = self.store.deliveries(status.as_deref(), limit(&p)?)?;
+                Ok(json!({ "deliveries": deliveries }))
+            }
+            "webhook.redeliver" => {
+                let p = Params::new(params, &["event_seq", "delivery_id"])?;
+                let seq = p.int("event_seq")?;
+                let id = p.int("delivery_id")?;
+                if seq.is_some() == id.is_some() {
+                    return Err(RpcError::field(
+                        "event_seq",
+                        "give either event_seq or delivery_id",
+                    ));
+                }
+                Ok(self.store.redeliver(id, seq)?)
             }
             _ => Err(RpcError::new(
                 METHOD_NOT_FOUND,
@@ -380,13 +406,19 @@ impl Api {
             c => c.map(|c| c as u32),
         };
         let callback_url = p.text("callback_url", 2048)?;
-        if let Some(u) = &callback_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(RpcError::field(
-                "callback_url",
-                "must be an http:// or https:// URL",
-            ));
+        if let Some(u) = &callback_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(RpcError::field(
+                    "callback_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if self.settings.webhook.is_none() {
+                return Err(RpcError::field(
+                    "callback_url",
+                    "webhooks are off: the daemon has no webhook.secret_file to sign them with",
+                ));
+            }
         }
         let metadata = match p.get("metadata") {
             None => json!({}),

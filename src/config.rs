@@ -78,6 +78,10 @@ pub(crate) struct WebhookSection {
     pub(crate) secret_file: Option<PathBuf>,
     pub(crate) retry_for: u64,
     pub(crate) timeout: u64,
+    /// The first retry's delay; each next one doubles, up to `max_retry_interval`.
+    pub(crate) first_retry_ms: u64,
+    pub(crate) max_retry_interval: u64,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Default for WebhookSection {
@@ -87,7 +91,32 @@ impl Default for WebhookSection {
             secret_file: None,
             retry_for: 259_200,
             timeout: 10,
+            first_retry_ms: 5_000,
+            max_retry_interval: 3_600,
+            max_in_flight: 16,
         }
+    }
+}
+
+/// Webhooks, resolved: on when `webhook.secret_file` is set.
+#[derive(Clone)]
+pub(crate) struct WebhookSettings {
+    pub(crate) url: Option<String>,
+    /// The HMAC key: the secret file's content, surrounding whitespace trimmed.
+    pub(crate) secret: Vec<u8>,
+    pub(crate) retry_for: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) first_retry: Duration,
+    pub(crate) max_retry: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &self.url)
+            .field("secret", &"(hidden)")
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,6 +214,8 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     pub(crate) default_expires_in: u64,
     pub(crate) chains: Vec<ChainSettings>,
+    /// `None` when webhooks are off (no `webhook.secret_file`).
+    pub(crate) webhook: Option<WebhookSettings>,
 }
 
 impl Settings {
@@ -237,7 +268,61 @@ fn resolve(file: &ConfigFile) -> anyhow::Result<Settings> {
         log_format: file.daemon.log_format,
         default_expires_in: file.invoice.expires_in,
         chains,
+        webhook: resolve_webhook(&file.webhook)?,
     })
+}
+
+fn resolve_webhook(w: &WebhookSection) -> anyhow::Result<Option<WebhookSettings>> {
+    let Some(path) = &w.secret_file else {
+        if w.url.is_some() {
+            bail!(
+                "webhook.secret_file: webhook.url is set, but deliveries are signed with this secret"
+            );
+        }
+        return Ok(None);
+    };
+    if w.retry_for == 0 {
+        bail!("webhook.retry_for: must be more than 0 seconds");
+    }
+    if w.timeout == 0 {
+        bail!("webhook.timeout: must be more than 0 seconds");
+    }
+    if w.first_retry_ms == 0 {
+        bail!("webhook.first_retry_ms: must be more than 0");
+    }
+    if w.max_in_flight == 0 {
+        bail!("webhook.max_in_flight: must be at least 1");
+    }
+    Ok(Some(WebhookSettings {
+        url: w.url.clone(),
+        secret: read_secret(path)?,
+        retry_for: Duration::from_secs(w.retry_for),
+        timeout: Duration::from_secs(w.timeout),
+        first_retry: Duration::from_millis(w.first_retry_ms),
+        max_retry: Duration::from_secs(w.max_retry_interval)
+            .max(Duration::from_millis(w.first_retry_ms)),
+        max_in_flight: w.max_in_flight,
+    }))
+}
+
+/// The webhook secret: refused when others may read the file, or when it is empty.
+fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let at = format!("webhook.secret_file: {}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        bail!(
+            "{at}: is readable by others (mode {mode:04o}); anyone who reads it can forge \
+             webhooks: chmod 600 (or 640 for a group) and start again"
+        );
+    }
+    let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    let secret = text.trim_ascii().to_vec();
+    if secret.is_empty() {
+        bail!("{at}: is empty");
+    }
+    Ok(secret)
 }
 
 fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Result<ChainSettings> {

@@ -1,5 +1,5 @@
-//! Wires the parts together: configuration, store, one watcher per chain, the admin
-//! socket; and stops them all on SIGTERM/SIGINT.
+//! Wires the parts together: configuration, store, one watcher per chain, the webhook
+//! sender, the admin socket; and stops them all on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,8 +12,8 @@ use crate::api::Api;
 use crate::chain::Chain;
 use crate::chains::Policy;
 use crate::config::{LogFormat, Settings};
-use crate::store::Store;
-use crate::{admin, watcher};
+use crate::store::{Outbox, Store};
+use crate::{admin, watcher, webhook};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
 pub fn main(config: &Path) -> anyhow::Result<()> {
@@ -45,7 +45,10 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         .iter()
         .map(|c| (c.name.clone(), c.policy.clone()))
         .collect();
-    let store = Arc::new(Store::open(&settings.db_path(), policies)?);
+    let outbox = settings.webhook.as_ref().map(|w| Outbox {
+        default_url: w.url.clone(),
+    });
+    let store = Arc::new(Store::open(&settings.db_path(), policies, outbox)?);
     let chains: Vec<Arc<Chain>> = settings
         .chains
         .iter()
@@ -55,6 +58,9 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
     let listener = admin::bind(&settings.admin_socket).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(w) = &settings.webhook {
+        tasks.spawn(webhook::run(store.clone(), w.clone(), shutdown.clone()));
+    }
     for chain in &chains {
         if chain.settings.enabled {
             tasks.spawn(watcher::run(chain.clone(), store.clone(), shutdown.clone()));

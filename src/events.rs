@@ -1,7 +1,9 @@
 //! Events: written in the same transaction as the change they describe, read back in
-//! `seq` order by `events.list`, `events.subscribe` and (later) the webhook sender.
+//! `seq` order by `events.list`, `events.subscribe` and the webhook sender.
 
 use rusqlite::{Connection, params};
+
+use crate::store::Outbox;
 use serde_json::{Value, json};
 
 /// The event types of `lifecycle.md`.
@@ -29,20 +31,24 @@ impl EventKind {
     }
 }
 
-/// Appends an event; its `seq` is the next in the whole database.
+/// Appends an event (its `seq` is the next in the whole database) and, with webhooks
+/// on, its delivery in the same transaction.
 pub(crate) fn insert(
     conn: &Connection,
+    outbox: Option<&Outbox>,
     kind: EventKind,
     invoice_id: &str,
     at: i64,
     data: Value,
 ) -> rusqlite::Result<i64> {
     let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (id, type, invoice_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, kind.as_str(), invoice_id, at, data.to_string()],
-    )?;
-    Ok(conn.last_insert_rowid())
+    )?
+    .execute(params![id, kind.as_str(), invoice_id, at, data.to_string()])?;
+    let seq = conn.last_insert_rowid();
+    crate::store::enqueue(conn, outbox, seq, invoice_id, at)?;
+    Ok(seq)
 }
 
 /// Events after `after_seq`, oldest first, at most `limit`, optionally of one invoice.

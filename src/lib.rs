@@ -23,3 +23,4 @@ pub(crate) mod keys;
 pub(crate) mod lifecycle;
 pub(crate) mod store;
 pub(crate) mod watcher;
+pub(crate) mod webhook;

@@ -22,9 +22,12 @@ use crate::invoice::{
 };
 use crate::lifecycle::{self, Facts};
 
+mod outbox;
 mod schema;
 mod settle;
 
+pub(crate) use outbox::enqueue;
+pub(crate) use outbox::{Attempt, Due, Outbox};
 pub(crate) use settle::{BlockFound, ChainUpdate, Found};
 
 /// What a store call may refuse, besides failing.
@@ -67,6 +70,10 @@ pub(crate) struct Store {
     events_tx: broadcast::Sender<i64>,
     /// The last `seq` subscribers were woken for.
     woken: AtomicI64,
+    /// Webhooks: where events are queued for delivery; `None` when they are off.
+    outbox: Option<Outbox>,
+    /// Woken when deliveries may have been queued.
+    pub(crate) outbox_ready: tokio::sync::Notify,
 }
 
 /// Seconds since the Unix epoch.
@@ -124,7 +131,11 @@ pub(crate) enum Action {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
-    pub(crate) fn open(path: &Path, policies: HashMap<String, Policy>) -> anyhow::Result<Store> {
+    pub(crate) fn open(
+        path: &Path,
+        policies: HashMap<String, Policy>,
+        outbox: Option<Outbox>,
+    ) -> anyhow::Result<Store> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before the API answers or a webhook is queued.
@@ -139,6 +150,8 @@ impl Store {
             policies,
             events_tx,
             woken,
+            outbox,
+            outbox_ready: tokio::sync::Notify::new(),
         })
     }
 
@@ -309,6 +322,7 @@ impl Store {
         let view = self.invoice_view(&tx, &id)?;
         events::insert(
             &tx,
+            self.outbox.as_ref(),
             EventKind::InvoiceCreated,
             &id,
             now,
@@ -496,6 +510,7 @@ impl Store {
         {
             // No receiver is fine: nobody is subscribed.
             let _ = self.events_tx.send(seq);
+            self.outbox_ready.notify_one();
         }
     }
 }

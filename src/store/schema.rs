@@ -88,6 +88,32 @@ CREATE TABLE derivation (
 "#,
     // The node's `finalized` block, for chains whose finality follows it.
     "ALTER TABLE cursors ADD COLUMN finalized INTEGER;",
+    // The webhook outbox: a delivery per event and URL, and every attempt made.
+    r#"
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq INTEGER NOT NULL REFERENCES events(seq),
+    invoice_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_attempt_at INTEGER,
+    next_attempt_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER,
+    UNIQUE (event_seq, url)
+) STRICT;
+CREATE INDEX deliveries_lane ON deliveries(status, url, invoice_id, event_seq);
+CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+CREATE TABLE delivery_attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+    at INTEGER NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    body TEXT
+) STRICT;
+CREATE INDEX delivery_attempts_of ON delivery_attempts(delivery_id);
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.

@@ -275,7 +275,7 @@ impl Store {
         let view = invoice_json(&inv, &pays, &out, tip);
         let payment_event = |kind, p: &Payment| {
             let data = json!({ "invoice": view, "payment": payment_json(&inv, p, tip) });
-            events::insert(tx, kind, id, now, data)
+            events::insert(tx, self.outbox.as_ref(), kind, id, now, data)
         };
         for c in changes {
             let (kind, txid, idx) = match c {
@@ -292,10 +292,17 @@ impl Store {
         }
         if inv.status != from {
             let data = json!({ "from": from, "to": inv.status, "invoice": view });
-            events::insert(tx, EventKind::StatusChanged, id, now, data.clone())?;
+            events::insert(
+                tx,
+                self.outbox.as_ref(),
+                EventKind::StatusChanged,
+                id,
+                now,
+                data.clone(),
+            )?;
             // Going backwards on the chain, not by the backend's word.
             if from == Status::Completed && inv.decision.is_none() {
-                events::insert(tx, EventKind::Reverted, id, now, data)?;
+                events::insert(tx, self.outbox.as_ref(), EventKind::Reverted, id, now, data)?;
             }
         }
         Ok(view)
