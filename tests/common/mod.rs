@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod receiver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub fn descriptor() -> String {
     format!("wpkh({TPUB}/0/*)")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,188 @@
+//! A webhook receiver on loopback: a small HTTP/1.1 server that records every request
+//! and answers as the test tells it (a status, after a delay, or never).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::{free_port, wait_for};
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Request {
+    /// The `Settled-Event-Id` header.
+    pub fn event_id(&self) -> &str {
+        &self.headers["settled-event-id"]
+    }
+
+    /// The body as JSON.
+    pub fn event(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    /// Checks `Settled-Signature` against `secret` as a receiver would, and returns
+    /// its timestamp.
+    pub fn verify(&self, secret: &[u8]) -> i64 {
+        let header = &self.headers["settled-signature"];
+        let (t, v1) = header
+            .strip_prefix("t=")
+            .and_then(|r| r.split_once(",v1="))
+            .unwrap_or_else(|| panic!("malformed signature {header}"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(format!("{t}.{}", self.body).as_bytes());
+        let want = alloy::primitives::hex::encode(mac.finalize().into_bytes());
+        assert_eq!(v1, want, "signature of {}", self.body);
+        t.parse().unwrap()
+    }
+}
+
+/// How to answer a request: `Some((status, delay))`, or `None` to never answer.
+pub type Answer = Option<(u16, Duration)>;
+
+type Script = Box<dyn Fn(usize, &Request) -> Answer + Send + Sync>;
+
+/// A running receiver.
+pub struct Receiver {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    script: Arc<Mutex<Script>>,
+    tasks: JoinSet<()>,
+}
+
+impl Receiver {
+    /// A receiver on a free port answering 200 at once.
+    pub async fn start() -> Receiver {
+        Receiver::start_on(free_port()).await
+    }
+
+    /// A receiver on `port`.
+    pub async fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let script: Arc<Mutex<Script>> =
+            Arc::new(Mutex::new(Box::new(|_, _| Some((200, Duration::ZERO)))));
+        let mut tasks = JoinSet::new();
+        let (reqs, scr) = (requests.clone(), script.clone());
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                conns.spawn(serve(stream, reqs.clone(), scr.clone()));
+            }
+        });
+        Receiver {
+            port,
+            requests,
+            script,
+            tasks,
+        }
+    }
+
+    /// The URL to configure.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Answers from now on by `f(n, request)`, `n` counting every request from 0.
+    pub fn answer(&self, f: impl Fn(usize, &Request) -> Answer + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Box::new(f);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the requests so far.
+    pub async fn wait(&self, what: &str, pred: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+        wait_for(what, || {
+            let r = self.requests();
+            let ok = pred(&r);
+            async move { ok.then_some(r) }
+        })
+        .await
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn stop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    requests: Arc<Mutex<Vec<Request>>>,
+    script: Arc<Mutex<Script>>,
+) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut headers = HashMap::new();
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let req = Request {
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        let answer = {
+            let mut all = requests.lock().unwrap();
+            all.push(req.clone());
+            (script.lock().unwrap())(all.len() - 1, &req)
+        };
+        let Some((status, delay)) = answer else {
+            // Never answers: holds the connection until the test drops it.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::time::sleep(delay).await;
+        let text = format!("answer {status}");
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            text.len()
+        );
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Webhooks against a receiver on loopback: signed, retried, ordered, kept across
+//! restarts and SIGKILL, and redelivered on request.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::receiver::{Receiver, Request};
+use common::{Admin, Daemon, descriptor, unix_now};
+use serde_json::{Value, json};
+
+/// The secret as the file holds it, and as the HMAC key (trimmed).
+const SECRET_FILE: &str = "  test-secret\n";
+const SECRET: &[u8] = b"test-secret";
+
+struct Setup {
+    daemon: Daemon,
+    _secret: tempfile::TempDir,
+}
+
+/// settled with webhooks on (`webhook` holds more `[webhook]` lines) and a Bitcoin
+/// chain whose node is away: invoices and the backend's decisions still make events.
+async fn start(webhook: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, SECRET_FILE).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let section = format!(
+        "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
+         descriptor = \"{}\"\n\n[webhook]\nsecret_file = \"{}\"\nfirst_retry_ms = 100\n{webhook}",
+        descriptor(),
+        secret.display()
+    );
+    let mut daemon = Daemon::configure_chain("regtest", &section);
+    daemon.spawn_unsynced().await;
+    Setup {
+        daemon,
+        _secret: dir,
+    }
+}
+
+/// An invoice with three events: created, completed and refunded by the backend.
+async fn three_events(admin: &mut Admin, extra: Value) -> String {
+    let mut p = json!({"amount": "0.1"});
+    p.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let id = admin.invoice(p).await["id"].as_str().unwrap().to_string();
+    admin
+        .ok("invoice.mark_completed", json!({ "id": id }))
+        .await;
+    admin.ok("invoice.mark_refunded", json!({ "id": id })).await;
+    id
+}
+
+/// The delivery of `event_seq`, once `pred` holds for it.
+async fn wait_delivery(admin: &mut Admin, event_seq: i64, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let r = admin.ok("webhook.deliveries", json!({"limit": 1000})).await;
+        let d = r["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["event_seq"] == json!(event_seq))
+            .cloned();
+        if let Some(d) = d.filter(|d| pred(d)) {
+            return d;
+        }
+        assert!(
+            start.elapsed() < common::WAIT,
+            "timed out waiting for delivery of {event_seq}: {r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn retried_until_accepted_with_the_same_event_id_and_a_valid_signature() {
+    let receiver = Receiver::start().await;
+    receiver.answer(|n, _| Some((if n < 2 { 500 } else { 200 }, Duration::ZERO)));
+    let s = start(&format!("url = \"{}\"", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let event = &admin.events_of(inv["id"].as_str().unwrap()).await[0];
+    let seq = event["seq"].as_i64().unwrap();
+    let d = wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
+    let statuses: Vec<Value> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["http_status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(500), json!(500), json!(200)]);
+    assert_eq!(d["attempts"][0]["body"], json!("answer 500"));
+    assert_eq!(d["event_id"], event["id"]);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3);
+    for r in &requests {
+        assert_eq!(r.event_id(), event["id"].as_str().unwrap());
+        assert_eq!(r.event(), *event, "the body is the event object");
+        assert_eq!(r.headers["content-type"], "application/json");
+        let t = r.verify(SECRET);
+        assert!((t - unix_now()).abs() < 60, "t={t}");
+    }
+    assert_eq!(
+        admin.ok("daemon.status", json!({})).await["webhook_backlog"],
+        json!(0)
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_the_receiver_is_down_and_settled_restarts() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut s = start(&format!("url = \"{url}\"")).await;
+    let mut admin = s.daemon.admin().await;
+    let a = three_events(&mut admin, json!({})).await;
+    let b = three_events(&mut admin, json!({})).await;
+    let first = admin.events_of(&a).await[0]["seq"].as_i64().unwrap();
+    let d = wait_delivery(&mut admin, first, |d| {
+        !d["attempts"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(
+        d["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{d}"
+    );
+    assert!(admin.ok("daemon.status", json!({})).await["webhook_backlog"].as_i64() >= Some(6));
+    s.daemon.kill();
+    let receiver = Receiver::start_on(port).await;
+    s.daemon.spawn_unsynced().await;
+    let mut admin = s.daemon.admin().await;
+    let mut want = Vec::new();
+    for id in [&a, &b] {
+        for e in admin.events_of(id).await {
+            want.push(e["id"].as_str().unwrap().to_string());
+        }
+    }
+    let got = receiver
+        .wait("every event delivered", |r| {
+            want.iter().all(|w| r.iter().any(|q| q.event_id() == w))
+        })
+        .await;
+    assert_eq!(got.len(), 6, "each once");
+    common::wait_for("an empty backlog", || {
+        let socket = s.daemon.socket.clone();
+        async move {
+            let mut a = Admin::connect(&socket).await.ok()?;
+            let st = a.ok("daemon.status", json!({})).await;
+            (st["webhook_backlog"] == json!(0)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_delivery_in_flight_at_sigkill_is_sent_again_with_the_same_event_id() {
+    let receiver = Receiver::start().await;
+    // The first request is never answered.
+    receiver.answer(|n, _| (n > 0).then_some((200, Duration::ZERO)));
+    let mut s = start(&format!("url = \"{}\"", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let event = admin.events_of(inv["id"].as_str().unwrap()).await[0].clone();
+    receiver
+        .wait("the request in flight", |r| r.len() == 1)
+        .await;
+    s.daemon.kill();
+    s.daemon.spawn_unsynced().await;
+    let got = receiver
+        .wait("the same event again", |r| r.len() == 2)
+        .await;
+    assert_eq!(got[0].event_id(), got[1].event_id());
+    assert_eq!(got[1].event_id(), event["id"].as_str().unwrap());
+    let mut admin = s.daemon.admin().await;
+    wait_delivery(&mut admin, event["seq"].as_i64().unwrap(), |d| {
+        d["status"] == json!("delivered")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invoices_events_arrive_in_seq_order_under_failures() {
+    let receiver = Receiver::start().await;
+    // Every other request fails.
+    receiver.answer(|n, _| Some((if n % 2 == 0 { 503 } else { 200 }, Duration::ZERO)));
+    let s = start(&format!("url = \"{}\"", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(three_events(&mut admin, json!({})).await);
+    }
+    let total = 9;
+    let got = receiver
+        .wait("every event accepted once", |r| {
+            let mut seen = std::collections::HashSet::new();
+            r.iter().for_each(|q| {
+                seen.insert(q.event_id().to_string());
+            });
+            seen.len() == total
+        })
+        .await;
+    // Per invoice, requests never go back to an earlier event, nor skip ahead of one.
+    let mut by_invoice: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in &got {
+        let e = r.event();
+        by_invoice
+            .entry(e["invoice_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["seq"].as_i64().unwrap());
+    }
+    for id in &ids {
+        let seqs = &by_invoice[id];
+        assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{id}: {seqs:?}");
+        let want: Vec<i64> = admin
+            .events_of(id)
+            .await
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        let mut distinct = seqs.clone();
+        distinct.dedup();
+        assert_eq!(distinct, want, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_receiver_does_not_hold_back_another() {
+    let slow = Receiver::start().await;
+    slow.answer(|_, _| None);
+    let fast = Receiver::start().await;
+    let s = start(&format!("url = \"{}\"", fast.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let a = admin
+        .invoice(json!({"amount": "0.1", "callback_url": slow.url()}))
+        .await;
+    slow.wait("the slow receiver's request", |r| r.len() == 1)
+        .await;
+    let b = three_events(&mut admin, json!({})).await;
+    let got = fast
+        .wait("the other receiver's events", |r| r.len() == 3)
+        .await;
+    assert!(got.iter().all(|r| r.event()["invoice_id"] == json!(b)));
+    assert_eq!(slow.requests()[0].event()["invoice_id"], a["id"]);
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_redelivered_on_request() {
+    let receiver = Receiver::start().await;
+    receiver.answer(|_, _| Some((500, Duration::ZERO)));
+    let s = start(&format!("url = \"{}\"\nretry_for = 2", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let event = admin.events_of(inv["id"].as_str().unwrap()).await[0].clone();
+    let seq = event["seq"].as_i64().unwrap();
+    let failed = wait_delivery(&mut admin, seq, |d| d["status"] == json!("failed")).await;
+    let tries = failed["attempts"].as_array().unwrap().len();
+    assert!(tries >= 2, "{failed}");
+    let listed = admin
+        .ok("webhook.deliveries", json!({"status": "failed"}))
+        .await;
+    assert_eq!(listed["deliveries"][0]["id"], failed["id"]);
+    receiver.answer(|_, _| Some((200, Duration::ZERO)));
+    let queued = admin
+        .ok("webhook.redeliver", json!({ "event_seq": seq }))
+        .await;
+    assert_eq!(queued["status"], json!("pending"));
+    let done = wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
+    assert_eq!(done["attempts"].as_array().unwrap().len(), tries + 1);
+    let last: &Request = &receiver.requests()[tries];
+    assert_eq!(last.event_id(), event["id"].as_str().unwrap());
+    last.verify(SECRET);
+    // By delivery id too; an unknown one is not found.
+    admin
+        .ok("webhook.redeliver", json!({ "delivery_id": done["id"] }))
+        .await;
+    let e = admin
+        .call("webhook.redeliver", json!({ "delivery_id": 999_999 }))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], json!(1001));
+}
