@@ -78,6 +78,32 @@ enum CtlCommand {
     /// Events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Webhook deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Deliveries, newest first, with every attempt.
+    List {
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Send a delivery again at once, with the same event id, whatever its status.
+    Redeliver {
+        #[arg(
+            long,
+            conflicts_with = "delivery_id",
+            required_unless_present = "delivery_id"
+        )]
+        event_seq: Option<u64>,
+        #[arg(long)]
+        delivery_id: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -372,6 +398,23 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
                 }
             })
         }
+        CtlCommand::Webhooks(WebhooksCommand::List { status, limit }) => {
+            let p = params(&[("status", s(status)), ("limit", n(limit))]);
+            (conn.call("webhook.deliveries", p)?, |v| {
+                for d in v["deliveries"].as_array().into_iter().flatten() {
+                    println!("{}", delivery_line(d));
+                }
+            })
+        }
+        CtlCommand::Webhooks(WebhooksCommand::Redeliver {
+            event_seq,
+            delivery_id,
+        }) => {
+            let p = params(&[("event_seq", n(event_seq)), ("delivery_id", n(delivery_id))]);
+            (conn.call("webhook.redeliver", p)?, |d| {
+                println!("queued again: {}", delivery_line(d))
+            })
+        }
         CtlCommand::Events(EventsCommand::Follow { after_seq }) => {
             conn.call("events.subscribe", params(&[("after_seq", n(after_seq))]))?;
             loop {
@@ -393,6 +436,27 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
         show(&result);
     }
     Ok(())
+}
+
+/// One delivery on a line, then its attempts indented.
+fn delivery_line(d: &Value) -> String {
+    let mut out = format!(
+        "#{:<5} event {:<6} {:<9} {} ({} attempt(s); next {})",
+        text(&d["id"]),
+        text(&d["event_seq"]),
+        text(&d["status"]),
+        text(&d["url"]),
+        d["attempts"].as_array().map_or(0, |a| a.len()),
+        text(&d["next_attempt_at"]),
+    );
+    for a in d["attempts"].as_array().into_iter().flatten() {
+        let what = match (&a["http_status"], &a["error"]) {
+            (Value::Number(n), _) => format!("HTTP {n}"),
+            (_, e) => text(e),
+        };
+        out.push_str(&format!("\n        at {}: {what}", text(&a["at"])));
+    }
+    out
 }
 
 fn text(v: &Value) -> String {

@@ -286,3 +286,90 @@ async fn a_failed_delivery_is_redelivered_on_request() {
         .unwrap_err();
     assert_eq!(e["code"], json!(1001));
 }
+
+#[tokio::test]
+async fn settlectl_lists_and_redelivers() {
+    let receiver = Receiver::start().await;
+    let s = start(&format!("url = \"{}\"", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let seq = admin.events_of(inv["id"].as_str().unwrap()).await[0]["seq"]
+        .as_i64()
+        .unwrap();
+    wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlectl"))
+            .arg("--socket")
+            .arg(&s.daemon.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = ctl(&["webhooks", "list", "--status", "delivered"]);
+    assert!(
+        list.contains("delivered") && list.contains(&receiver.url()),
+        "{list}"
+    );
+    assert!(list.contains("HTTP 200"), "{list}");
+    let again = ctl(&["webhooks", "redeliver", "--event-seq", &seq.to_string()]);
+    assert!(again.starts_with("queued again"), "{again}");
+    receiver.wait("the redelivery", |r| r.len() == 2).await;
+    let json = ctl(&["--json", "webhooks", "list"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["deliveries"][0]["event_seq"], json!(seq));
+}
+
+#[tokio::test]
+async fn a_secret_others_can_read_is_refused_and_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, SECRET_FILE).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndata_dir = \"{}\"\nadmin_socket = \"{}\"\n\n[webhook]\nurl = \"http://127.0.0.1:1/\"\nsecret_file = \"{}\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("admin.sock").display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    for args in [&["check-config", "--config"][..], &["--config"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_settled"))
+            .args(args)
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("webhook.secret_file") && err.contains("readable by others"),
+            "{err}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "the daemon did not start"
+    );
+    // Readable by its group only is fine.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_settled"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("test-secret"));
+}
