@@ -373,3 +373,40 @@ async fn a_secret_others_can_read_is_refused_and_said_so() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("test-secret"));
 }
+
+#[tokio::test]
+async fn the_readmes_python_and_javascript_receivers_accept_real_deliveries() {
+    let receiver = Receiver::start().await;
+    let s = start(&format!("url = \"{}\"", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    admin
+        .invoice(json!({"amount": "0.1", "metadata": {"note": "ünïcode"}}))
+        .await;
+    let r = receiver.wait("a delivery", |r| !r.is_empty()).await[0].clone();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webhooks");
+    let secret = s._secret.path().join("webhook.secret");
+    for (program, script) in [("python3", "verify.py"), ("node", "verify.js")] {
+        let run = |body: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(program)
+                .arg(dir.join(script))
+                .arg(&secret)
+                .arg(&r.headers["settled-signature"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e}"));
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            child.wait().unwrap().success()
+        };
+        assert!(run(&r.body), "{script} accepts the delivery");
+        assert!(
+            !run(&r.body.replace("0.1", "0.2")),
+            "{script} refuses a changed body"
+        );
+    }
+}
