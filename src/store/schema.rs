@@ -105,6 +105,7 @@ CREATE TABLE deliveries (
 ) STRICT;
 CREATE INDEX deliveries_lane ON deliveries(status, url, invoice_id, event_seq);
 CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+CREATE INDEX deliveries_order ON deliveries(status, event_seq);
 CREATE TABLE delivery_attempts (
     delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
     at INTEGER NOT NULL,
