@@ -410,3 +410,32 @@ async fn the_readmes_python_and_javascript_receivers_accept_real_deliveries() {
         );
     }
 }
+
+#[tokio::test]
+async fn timeouts_and_redirects_are_retried_and_answers_kept_to_1_kib() {
+    let receiver = Receiver::start().await;
+    // No answer (a timeout), a redirect, a 500 with a long answer, then 200.
+    receiver.answer(|n, _| match n {
+        0 => None,
+        1 => Some((302, Duration::ZERO)),
+        2 => Some((500, Duration::ZERO)),
+        _ => Some((200, Duration::ZERO)),
+    });
+    let s = start(&format!("url = \"{}\"\ntimeout = 1", receiver.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let seq = admin.events_of(inv["id"].as_str().unwrap()).await[0]["seq"]
+        .as_i64()
+        .unwrap();
+    receiver.wait("the redirect", |r| r.len() == 2).await;
+    receiver.answer_body(&"x".repeat(5000));
+    let d = wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
+    let a = d["attempts"].as_array().unwrap();
+    assert_eq!(a.len(), 4, "{d:#}");
+    assert_eq!(a[0]["error"], json!("timed out"));
+    assert_eq!(a[1]["http_status"], json!(302));
+    assert_eq!(a[2]["http_status"], json!(500));
+    assert_eq!(a[2]["body"].as_str().unwrap().len(), 1024);
+    // The redirect's target was never asked: every request came here.
+    assert_eq!(receiver.requests().len(), 4);
+}

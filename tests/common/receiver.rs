@@ -59,6 +59,7 @@ pub struct Receiver {
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
     script: Arc<Mutex<Script>>,
+    body: Arc<Mutex<Option<String>>>,
     tasks: JoinSet<()>,
 }
 
@@ -74,18 +75,20 @@ impl Receiver {
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let script: Arc<Mutex<Script>> =
             Arc::new(Mutex::new(Box::new(|_, _| Some((200, Duration::ZERO)))));
+        let body: Arc<Mutex<Option<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
-        let (reqs, scr) = (requests.clone(), script.clone());
+        let (reqs, scr, b) = (requests.clone(), script.clone(), body.clone());
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                conns.spawn(serve(stream, reqs.clone(), scr.clone()));
+                conns.spawn(serve(stream, reqs.clone(), scr.clone(), b.clone()));
             }
         });
         Receiver {
             port,
             requests,
             script,
+            body,
             tasks,
         }
     }
@@ -98,6 +101,11 @@ impl Receiver {
     /// Answers from now on by `f(n, request)`, `n` counting every request from 0.
     pub fn answer(&self, f: impl Fn(usize, &Request) -> Answer + Send + Sync + 'static) {
         *self.script.lock().unwrap() = Box::new(f);
+    }
+
+    /// Answers with `text` as the body (default: "answer <status>").
+    pub fn answer_body(&self, text: &str) {
+        *self.body.lock().unwrap() = Some(text.to_string());
     }
 
     /// Every request so far.
@@ -131,6 +139,7 @@ async fn serve(
     stream: tokio::net::TcpStream,
     requests: Arc<Mutex<Vec<Request>>>,
     script: Arc<Mutex<Script>>,
+    body_text: Arc<Mutex<Option<String>>>,
 ) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -176,9 +185,15 @@ async fn serve(
             return;
         };
         tokio::time::sleep(delay).await;
-        let text = format!("answer {status}");
+        let text = body_text
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| format!("answer {status}"));
+        // A redirect names a place to go, which settled must not follow.
         let reply = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\
+             Location: http://127.0.0.1:9/elsewhere\r\n\r\n{text}",
             text.len()
         );
         if w.write_all(reply.as_bytes()).await.is_err() {
