@@ -1,7 +1,7 @@
 //! Events: written in the same transaction as the change they describe, read back in
 //! `seq` order by `events.list`, `events.subscribe` and the webhook sender.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::store::Outbox;
 use serde_json::{Value, json};
@@ -62,16 +62,20 @@ pub(crate) fn list(
         "SELECT seq, id, type, invoice_id, created_at, data FROM events
          WHERE seq > ?1 AND (?2 IS NULL OR invoice_id = ?2) ORDER BY seq LIMIT ?3",
     )?;
-    let rows = st.query_map(params![after_seq, invoice_id, limit], |r| {
-        let data: String = r.get(5)?;
-        Ok(json!({
-            "seq": r.get::<_, i64>(0)?,
-            "id": r.get::<_, String>(1)?,
-            "type": r.get::<_, String>(2)?,
-            "invoice_id": r.get::<_, String>(3)?,
-            "created_at": r.get::<_, i64>(4)?,
-            "data": serde_json::from_str::<Value>(&data).unwrap_or(Value::Null),
-        }))
-    })?;
+    let rows = st.query_map(params![after_seq, invoice_id, limit], |r| event_json(r, 0))?;
     rows.collect()
+}
+
+/// The event object of a row holding `seq, id, type, invoice_id, created_at, data` from
+/// column `at` on: what `events.list`, `events.subscribe` and webhooks carry.
+pub(crate) fn event_json(r: &Row<'_>, at: usize) -> rusqlite::Result<Value> {
+    let data: String = r.get(at + 5)?;
+    Ok(json!({
+        "seq": r.get::<_, i64>(at)?,
+        "id": r.get::<_, String>(at + 1)?,
+        "type": r.get::<_, String>(at + 2)?,
+        "invoice_id": r.get::<_, String>(at + 3)?,
+        "created_at": r.get::<_, i64>(at + 4)?,
+        "data": serde_json::from_str::<Value>(&data).unwrap_or(Value::Null),
+    }))
 }

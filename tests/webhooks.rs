@@ -55,6 +55,12 @@ async fn three_events(admin: &mut Admin, extra: Value) -> String {
     id
 }
 
+/// A new invoice's first event (`invoice.created`).
+async fn created(admin: &mut Admin, params: Value) -> Value {
+    let inv = admin.invoice(params).await;
+    admin.events_of(inv["id"].as_str().unwrap()).await[0].clone()
+}
+
 /// The delivery of `event_seq`, once `pred` holds for it.
 async fn wait_delivery(admin: &mut Admin, event_seq: i64, pred: impl Fn(&Value) -> bool) -> Value {
     let start = std::time::Instant::now();
@@ -83,8 +89,7 @@ async fn retried_until_accepted_with_the_same_event_id_and_a_valid_signature() {
     receiver.answer(|n, _| Some((if n < 2 { 500 } else { 200 }, Duration::ZERO)));
     let s = start(&format!("url = \"{}\"", receiver.url())).await;
     let mut admin = s.daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    let event = &admin.events_of(inv["id"].as_str().unwrap()).await[0];
+    let event = &created(&mut admin, json!({"amount": "0.1"})).await;
     let seq = event["seq"].as_i64().unwrap();
     let d = wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
     let statuses: Vec<Value> = d["attempts"]
@@ -166,8 +171,7 @@ async fn a_delivery_in_flight_at_sigkill_is_sent_again_with_the_same_event_id() 
     receiver.answer(|n, _| (n > 0).then_some((200, Duration::ZERO)));
     let mut s = start(&format!("url = \"{}\"", receiver.url())).await;
     let mut admin = s.daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    let event = admin.events_of(inv["id"].as_str().unwrap()).await[0].clone();
+    let event = created(&mut admin, json!({"amount": "0.1"})).await;
     receiver
         .wait("the request in flight", |r| r.len() == 1)
         .await;
@@ -256,8 +260,7 @@ async fn a_failed_delivery_is_redelivered_on_request() {
     receiver.answer(|_, _| Some((500, Duration::ZERO)));
     let s = start(&format!("url = \"{}\"\nretry_for = 2", receiver.url())).await;
     let mut admin = s.daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    let event = admin.events_of(inv["id"].as_str().unwrap()).await[0].clone();
+    let event = created(&mut admin, json!({"amount": "0.1"})).await;
     let seq = event["seq"].as_i64().unwrap();
     let failed = wait_delivery(&mut admin, seq, |d| d["status"] == json!("failed")).await;
     let tries = failed["attempts"].as_array().unwrap().len();
@@ -292,8 +295,7 @@ async fn settlectl_lists_and_redelivers() {
     let receiver = Receiver::start().await;
     let s = start(&format!("url = \"{}\"", receiver.url())).await;
     let mut admin = s.daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    let seq = admin.events_of(inv["id"].as_str().unwrap()).await[0]["seq"]
+    let seq = created(&mut admin, json!({"amount": "0.1"})).await["seq"]
         .as_i64()
         .unwrap();
     wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
@@ -423,8 +425,7 @@ async fn timeouts_and_redirects_are_retried_and_answers_kept_to_1_kib() {
     });
     let s = start(&format!("url = \"{}\"\ntimeout = 1", receiver.url())).await;
     let mut admin = s.daemon.admin().await;
-    let inv = admin.invoice(json!({"amount": "0.1"})).await;
-    let seq = admin.events_of(inv["id"].as_str().unwrap()).await[0]["seq"]
+    let seq = created(&mut admin, json!({"amount": "0.1"})).await["seq"]
         .as_i64()
         .unwrap();
     receiver.wait("the redirect", |r| r.len() == 2).await;

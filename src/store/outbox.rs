@@ -84,8 +84,8 @@ impl Store {
     ) -> StoreResult<Vec<Due>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT d.id, d.url, d.invoice_id, e.id, e.seq, e.type, e.created_at, e.data,
-                    d.attempts, d.first_attempt_at
+            "SELECT d.id, d.url, d.attempts, d.first_attempt_at,
+                    e.seq, e.id, e.type, e.invoice_id, e.created_at, e.data
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND NOT EXISTS (
                  SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.url = d.url
@@ -93,23 +93,14 @@ impl Store {
              ORDER BY d.event_seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, (limit + busy.len()) as i64], |r| {
-            let data: String = r.get(7)?;
-            let event = json!({
-                "seq": r.get::<_, i64>(4)?,
-                "id": r.get::<_, String>(3)?,
-                "type": r.get::<_, String>(5)?,
-                "invoice_id": r.get::<_, String>(2)?,
-                "created_at": r.get::<_, i64>(6)?,
-                "data": serde_json::from_str::<Value>(&data).unwrap_or(Value::Null),
-            });
             Ok(Due {
                 id: r.get(0)?,
                 url: r.get(1)?,
-                invoice_id: r.get(2)?,
-                event_id: r.get(3)?,
-                body: event.to_string(),
-                attempts: r.get(8)?,
-                first_attempt_at: r.get(9)?,
+                attempts: r.get(2)?,
+                first_attempt_at: r.get(3)?,
+                event_id: r.get(5)?,
+                invoice_id: r.get(7)?,
+                body: crate::events::event_json(r, 4)?.to_string(),
             })
         })?;
         let mut out = Vec::new();
