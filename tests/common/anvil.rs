@@ -260,15 +260,7 @@ impl Anvil {
         let call = payInRevertedFrameCall {
             to: to.parse().unwrap(),
         };
-        let tx = self
-            .send(json!({
-                "from": PAYER,
-                "to": self.payer_contract,
-                "data": format!("0x{}", alloy::primitives::hex::encode(call.abi_encode())),
-                "value": format!("0x{wei:x}"),
-                "gas": "0x40000",
-            }))
-            .await;
+        let tx = self.call_with_gas(&call.abi_encode(), wei).await;
         assert_eq!(self.receipt(&tx).await["status"], json!("0x1"));
         // The frame did pay, then reverted: what a follower must not count.
         let trace = self
@@ -293,18 +285,23 @@ impl Anvil {
         let call = payThenFailCall {
             to: to.parse().unwrap(),
         };
-        let tx = self
-            .send(json!({
-                "from": PAYER,
-                "to": self.payer_contract,
-                "data": format!("0x{}", alloy::primitives::hex::encode(call.abi_encode())),
-                "value": format!("0x{wei:x}"),
-                "gas": "0x40000",
-            }))
-            .await;
+        let tx = self.call_with_gas(&call.abi_encode(), wei).await;
         let r = self.receipt(&tx).await;
         assert_eq!(r["status"], json!("0x0"), "the transaction reverted");
         tx
+    }
+
+    /// Calls the Payer contract from the payer with `wei` and a fixed gas limit (no
+    /// estimate, so a reverting call is mined too).
+    async fn call_with_gas(&self, data: &[u8], wei: u128) -> String {
+        self.send(json!({
+            "from": PAYER,
+            "to": self.payer_contract,
+            "data": format!("0x{}", alloy::primitives::hex::encode(data)),
+            "value": format!("0x{wei:x}"),
+            "gas": "0x40000",
+        }))
+        .await
     }
 
     /// Balance of `address` at the tip, in wei.
