@@ -21,7 +21,7 @@ use crate::store::{Attempt, Due, Store, now};
 
 /// At most this much of an answer is kept with its attempt.
 const KEEP_ANSWER: usize = 1024;
-/// The sender looks at the outbox at least this often.
+/// The sender looks at the outbox at least this often (retry times are whole seconds).
 const IDLE: Duration = Duration::from_secs(1);
 
 /// `Settled-Signature` for `body` at unix time `t`: `t=<t>,v1=<hex HMAC-SHA256 of "t.body">`.
@@ -73,10 +73,8 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
                 Err(e) => tracing::error!("webhooks: reading the outbox: {e}"),
             }
         }
-        let wait = match store.next_delivery_at() {
-            Ok(Some(at)) => Duration::from_secs(at.saturating_sub(now()).max(0) as u64).min(IDLE),
-            _ => IDLE,
-        };
+        // Whatever could be sent now was just claimed; a finished attempt or a new event
+        // wakes the loop at once, and retries fall due in whole seconds.
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = in_flight.join_next() => {
@@ -86,7 +84,7 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
                 }
             }
             _ = store.outbox_ready.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(IDLE) => {}
         }
     }
     // What is still in flight stays pending in the outbox and is sent again at start.

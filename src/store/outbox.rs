@@ -113,15 +113,6 @@ impl Store {
         Ok(out)
     }
 
-    /// When the next pending delivery falls due, if any.
-    pub(crate) fn next_delivery_at(&self) -> StoreResult<Option<i64>> {
-        Ok(self.conn().query_row(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
-        )?)
-    }
-
     /// Records an attempt and what follows from it: delivered, retried at `retry_at`,
     /// or `failed` when `retry_at` is `None`.
     pub(crate) fn record_attempt(
