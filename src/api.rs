@@ -255,6 +255,34 @@ impl Api {
                     "webhook_backlog": self.store.webhook_backlog()?,
                 }))
             }
+            "daemon.backup" => {
+                let p = Params::new(params, &["path"])?;
+                let path = std::path::PathBuf::from(p.req_str("path")?);
+                if !path.is_absolute() {
+                    return Err(RpcError::field("path", "must be an absolute path"));
+                }
+                if path.exists() {
+                    return Err(RpcError::field(
+                        "path",
+                        "exists already; settled does not overwrite",
+                    ));
+                }
+                if !path.parent().is_some_and(|d| d.is_dir()) {
+                    return Err(RpcError::field("path", "its directory does not exist"));
+                }
+                let started = Instant::now();
+                let store = self.store.clone();
+                let to = path.clone();
+                let bytes = tokio::task::spawn_blocking(move || store.backup(&to))
+                    .await
+                    .map_err(|e| internal(e.into()))?
+                    .map_err(|e| RpcError::new(INTERNAL, format!("backup failed: {e}")))?;
+                Ok(json!({
+                    "path": path,
+                    "bytes": bytes,
+                    "took_ms": started.elapsed().as_millis() as u64,
+                }))
+            }
             "webhook.deliveries" => {
                 let p = Params::new(params, &["status", "limit"])?;
                 let status = p.str("status")?;

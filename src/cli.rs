@@ -81,6 +81,9 @@ enum CtlCommand {
     /// Webhook deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Copy the database while the daemon runs (a consistent snapshot). The daemon
+    /// writes the file, so PATH must be writable by its user; it is never overwritten.
+    Backup { path: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +399,18 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
                 for e in v["events"].as_array().into_iter().flatten() {
                     println!("{}", event_line(e));
                 }
+            })
+        }
+        CtlCommand::Backup { path } => {
+            let path = std::env::current_dir()?.join(path);
+            let p = json!({ "path": path });
+            (conn.call("daemon.backup", p)?, |v| {
+                println!(
+                    "backed up to {} ({} bytes in {} ms)",
+                    text(&v["path"]),
+                    text(&v["bytes"]),
+                    text(&v["took_ms"])
+                )
             })
         }
         CtlCommand::Webhooks(WebhooksCommand::List { status, limit }) => {

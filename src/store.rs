@@ -65,6 +65,8 @@ pub(crate) struct Cursor {
 /// The database.
 pub(crate) struct Store {
     conn: Mutex<Connection>,
+    /// The database file, for online backups from a connection of their own.
+    path: std::path::PathBuf,
     /// Each chain's policy, by chain name: what the store judges invoices by.
     policies: HashMap<String, Policy>,
     events_tx: broadcast::Sender<i64>,
@@ -147,6 +149,7 @@ impl Store {
         let woken = AtomicI64::new(last_seq_of(&conn)?);
         Ok(Store {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
             policies,
             events_tx,
             woken,
@@ -467,6 +470,40 @@ impl Store {
         tx.commit()?;
         self.wake(&conn);
         Ok(view)
+    }
+
+    /// Copies the database to `to` while the daemon runs (SQLite's online backup, all
+    /// pages in one step: one consistent snapshot, writers not blocked under WAL).
+    /// Written next to `to` first and renamed, so `to` is never a partial copy.
+    pub(crate) fn backup(&self, to: &Path) -> anyhow::Result<u64> {
+        let src = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        src.busy_timeout(std::time::Duration::from_secs(5))?;
+        let name = to
+            .file_name()
+            .ok_or_else(|| anyhow::anyhow!("path: names no file"))?
+            .to_string_lossy();
+        let partial = to.with_file_name(format!(".{name}.partial"));
+        let _ = std::fs::remove_file(&partial);
+        {
+            let mut dst = Connection::open(&partial)?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    // Another connection holds a lock for a moment: try again.
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, to)?;
+        if let Some(dir) = to.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(std::fs::metadata(to)?.len())
     }
 
     /// `events.list`.

@@ -570,6 +570,47 @@ chains_dir = "{chains}"
         self.child = Some(child);
     }
 
+    /// A daemon whose Bitcoin node is away (invoices and the backend's decisions still
+    /// make events), with `extra` TOML after its chain section; started.
+    pub async fn start_offline(extra: &str) -> Daemon {
+        let section = format!(
+            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
+             descriptor = \"{}\"\n\n{extra}",
+            descriptor()
+        );
+        let mut d = Daemon::configure_chain("regtest", &section);
+        d.spawn_unsynced().await;
+        d
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
+    }
+
+    /// Sends `signal` (TERM, INT, ...) and waits for the process to exit, at most
+    /// `within`; returns its exit status.
+    pub fn signal_and_wait(&mut self, signal: &str, within: Duration) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                panic!("settled did not exit within {within:?} of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

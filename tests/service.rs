@@ -1,0 +1,119 @@
+//! settled as a system service: clean shutdown on signals, and online backups.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Admin, Daemon};
+use serde_json::json;
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_it_cleanly_within_10_s() {
+    for signal in ["TERM", "INT"] {
+        let mut daemon = Daemon::start_offline("").await;
+        let mut admin = daemon.admin().await;
+        admin.invoice(json!({"amount": "0.1"})).await;
+        let status = daemon.signal_and_wait(signal, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {}", daemon.log());
+        assert!(!daemon.socket.exists(), "the socket is removed");
+        assert!(daemon.log().contains("stopping"), "{}", daemon.log());
+        // What was committed is there after a restart.
+        daemon.spawn_unsynced().await;
+        let mut admin = daemon.admin().await;
+        let list = admin.ok("invoice.list", json!({})).await;
+        assert_eq!(list["invoices"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_backup_under_write_load_is_consistent_and_restores() {
+    let daemon = Daemon::start_offline("").await;
+    // A writer creating invoices the whole time.
+    let socket = daemon.socket.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut admin = Admin::connect(&socket).await.unwrap();
+        let mut n = 0u32;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            admin.invoice(json!({"amount": "0.1"})).await;
+            n += 1;
+        }
+        n
+    });
+    let mut admin = daemon.admin().await;
+    common::wait_for("some invoices", || {
+        let socket = daemon.socket.clone();
+        async move {
+            let mut a = Admin::connect(&socket).await.ok()?;
+            let l = a.ok("invoice.list", json!({"limit": 50})).await;
+            (l["invoices"].as_array()?.len() >= 50).then_some(())
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlectl"))
+        .current_dir(dir.path())
+        .args(["--socket"])
+        .arg(&daemon.socket)
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backed up to"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+
+    let db = rusqlite::Connection::open(&copy).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let invoices: u32 = db
+        .query_row("SELECT COUNT(*) FROM invoices", [], |r| r.get(0))
+        .unwrap();
+    let events: u32 = db
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        invoices >= 50 && invoices <= written,
+        "{invoices} of {written}"
+    );
+    assert_eq!(
+        events, invoices,
+        "every invoice with its event: one snapshot"
+    );
+    drop(db);
+
+    // Not overwritten; a relative path is refused by the daemon.
+    let e = admin
+        .call("daemon.backup", json!({ "path": copy }))
+        .await
+        .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("exists"), "{e}");
+    let e = admin
+        .call("daemon.backup", json!({"path": "x.db"}))
+        .await
+        .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("absolute"), "{e}");
+
+    // Restore: the copy as another daemon's database.
+    let mut restored = Daemon::configure_chain(
+        "regtest",
+        &format!(
+            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\ndescriptor = \"{}\"",
+            common::descriptor()
+        ),
+    );
+    std::fs::create_dir_all(restored.dir.path().join("data")).unwrap();
+    std::fs::copy(&copy, restored.dir.path().join("data/settled.db")).unwrap();
+    restored.spawn_unsynced().await;
+    let mut admin = restored.admin().await;
+    let list = admin.ok("invoice.list", json!({"limit": 1000})).await;
+    assert_eq!(list["invoices"].as_array().unwrap().len() as u32, invoices);
+}
