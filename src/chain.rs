@@ -67,6 +67,9 @@ pub(crate) struct ChainStatus {
     pub(crate) last_error: Option<String>,
     /// The node's `finalized` block, on chains whose finality follows it.
     pub(crate) finalized_height: Option<u64>,
+    /// The watcher promises to report again (progress, a finished poll, or the end of a
+    /// wait) before this; past it, the task is stuck and the watchdog is not fed.
+    pub(crate) alive_until: Option<std::time::Instant>,
     /// A reorganisation touched final invoices: stays until the daemon restarts.
     pub(crate) alarm: Option<String>,
 }

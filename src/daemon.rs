@@ -13,7 +13,7 @@ use crate::chain::Chain;
 use crate::chains::Policy;
 use crate::config::{LogFormat, Settings};
 use crate::store::{Outbox, Store};
-use crate::{admin, watcher, webhook};
+use crate::{admin, service, watcher, webhook};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
 pub fn main(config: &Path) -> anyhow::Result<()> {
@@ -72,8 +72,12 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         settings: settings.clone(),
         started: Instant::now(),
     });
+    tasks.spawn(service::watchdog(api.chains.clone(), shutdown.clone()));
+    // The database is open and migrated, and the socket bound: ready.
+    service::ready(&api.chains);
     tracing::info!(socket = %settings.admin_socket.display(), "settled {} ready", env!("CARGO_PKG_VERSION"));
     admin::run(listener, api, shutdown.clone()).await;
+    service::stopping();
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&settings.admin_socket);
     Ok(())

@@ -21,6 +21,7 @@ pub(crate) mod evm;
 pub(crate) mod invoice;
 pub(crate) mod keys;
 pub(crate) mod lifecycle;
+pub(crate) mod service;
 pub(crate) mod store;
 pub(crate) mod watcher;
 pub(crate) mod webhook;

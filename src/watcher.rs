@@ -58,6 +58,7 @@ impl Ctx {
         self.chain.set_status(|s| {
             s.scanned_height = Some(cur.height);
             s.scanned_hash = Some(cur.hash.clone());
+            s.alive_until = Some(Instant::now() + STEP_GRACE);
         });
         Ok(cur)
     }
@@ -110,6 +111,9 @@ pub(crate) trait Follower: Send {
 /// longer watched.
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long one step of a poll (a few node calls and a commit) may take before the
+/// task counts as stuck; node calls time out well before this.
+pub(crate) const STEP_GRACE: Duration = Duration::from_secs(120);
 
 /// Follows one chain until `shutdown` is cancelled or the chain must halt.
 pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
@@ -143,6 +147,7 @@ async fn follow(
     let mut delay = poll;
     loop {
         let started = now();
+        chain.set_status(|s| s.alive_until = Some(Instant::now() + STEP_GRACE));
         let mut result = Ok(());
         if reloaded.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
             result = chain
@@ -188,6 +193,8 @@ async fn follow(
                 delay = (delay * 2).clamp(poll, MAX_BACKOFF.max(poll));
             }
         }
+        // Waiting out the delay is honest waiting.
+        chain.set_status(|s| s.alive_until = Some(Instant::now() + delay + STEP_GRACE));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}

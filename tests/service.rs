@@ -117,3 +117,73 @@ async fn a_backup_under_write_load_is_consistent_and_restores() {
     let list = admin.ok("invoice.list", json!({"limit": 1000})).await;
     assert_eq!(list["invoices"].as_array().unwrap().len() as u32, invoices);
 }
+
+#[tokio::test]
+async fn under_systemd_ready_comes_after_the_socket_and_the_watchdog_is_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let mut daemon = Daemon::configure_chain(
+        "regtest",
+        &format!(
+            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\ndescriptor = \"{}\"",
+            common::descriptor()
+        ),
+    );
+    daemon.env = vec![
+        ("NOTIFY_SOCKET".into(), notify_path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "1000000".into()),
+    ];
+    daemon.spawn_unsynced().await;
+    let mut buf = vec![0u8; 4096];
+    let mut messages = Vec::new();
+    let mut ready_at = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "{messages:?}");
+        let n = tokio::time::timeout(Duration::from_secs(5), notify.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.contains("READY=1") && ready_at.is_none() {
+            // Ready means the admin socket answers.
+            let mut admin = Admin::connect(&daemon.socket).await.expect("socket bound");
+            admin.ok("daemon.status", json!({})).await;
+            ready_at = Some(messages.len());
+        }
+        messages.push(m);
+    }
+    assert_eq!(ready_at, Some(0), "READY=1 first: {messages:?}");
+    // The node is away: the chain waits honestly, so the watchdog is still fed, and
+    // the status says so.
+    let status = messages
+        .iter()
+        .rev()
+        .find(|m| m.contains("STATUS="))
+        .unwrap();
+    assert!(status.contains("regtest"), "{status}");
+    let stop = daemon.signal_and_wait("TERM", Duration::from_secs(10));
+    assert_eq!(stop.code(), Some(0));
+    let mut rest = Vec::new();
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), notify.recv(&mut buf)).await
+    {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
+
+#[tokio::test]
+async fn without_systemd_nothing_is_notified() {
+    // No NOTIFY_SOCKET: the daemon runs and stops as ever.
+    let mut daemon = Daemon::start_offline("").await;
+    let stop = daemon.signal_and_wait("TERM", Duration::from_secs(10));
+    assert_eq!(stop.code(), Some(0));
+    assert!(!daemon.log().contains("cannot notify"), "{}", daemon.log());
+}

@@ -451,6 +451,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// The chain the harness waits on and creates invoices for.
     pub chain: String,
+    /// Extra environment of the daemon's process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -506,6 +508,7 @@ chains_dir = "{chains}"
             config,
             socket,
             chain: chain.to_string(),
+            env: Vec::new(),
         }
     }
 
@@ -563,6 +566,7 @@ chains_dir = "{chains}"
             .arg("--config")
             .arg(&self.config)
             .env("SETTLED_LOG", "settled=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
