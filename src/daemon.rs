@@ -72,9 +72,10 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         settings: settings.clone(),
         started: Instant::now(),
     });
-    tasks.spawn(service::watchdog(api.chains.clone(), shutdown.clone()));
-    // The database is open and migrated, and the socket bound: ready.
+    // The database is open and migrated, and the socket bound: ready, and only then
+    // the watchdog.
     service::ready(&api.chains);
+    tasks.spawn(service::watchdog(api.chains.clone(), shutdown.clone()));
     tracing::info!(socket = %settings.admin_socket.display(), "settled {} ready", env!("CARGO_PKG_VERSION"));
     admin::run(listener, api, shutdown.clone()).await;
     service::stopping();
