@@ -8,11 +8,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use common::Daemon;
 use common::receiver::Receiver;
-use common::{Daemon, descriptor};
 use serde_json::json;
 
 const EVENTS: usize = 2_000;
@@ -26,18 +25,13 @@ async fn main() {
         let receiver = Receiver::start().await;
         receiver.answer(|_, _| None);
         let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("webhook.secret");
-        std::fs::write(&secret, "bench-secret").unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let section = format!(
-            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
-             descriptor = \"{}\"\n\n[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\nmax_in_flight = {in_flight}",
-            descriptor(),
+        let secret = common::webhook_secret(dir.path(), "bench-secret");
+        let mut daemon = Daemon::start_offline(&format!(
+            "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\nmax_in_flight = {in_flight}",
             receiver.url(),
             secret.display()
-        );
-        let mut daemon = Daemon::configure_chain("regtest", &section);
-        daemon.spawn_unsynced().await;
+        ))
+        .await;
         let mut admin = daemon.admin().await;
         for _ in 0..EVENTS {
             admin.invoice(json!({"amount": "0.1"})).await;

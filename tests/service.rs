@@ -53,19 +53,8 @@ async fn a_backup_under_write_load_is_consistent_and_restores() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("copy.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlectl"))
-        .current_dir(dir.path())
-        .args(["--socket"])
-        .arg(&daemon.socket)
-        .args(["backup", "copy.db"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("backed up to"));
+    let out = daemon.ctl(Some(dir.path()), &["backup", "copy.db"]);
+    assert!(out.contains("backed up to"), "{out}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.await.unwrap();
 
@@ -103,13 +92,7 @@ async fn a_backup_under_write_load_is_consistent_and_restores() {
     assert!(e["message"].as_str().unwrap().contains("absolute"), "{e}");
 
     // Restore: the copy as another daemon's database.
-    let mut restored = Daemon::configure_chain(
-        "regtest",
-        &format!(
-            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\ndescriptor = \"{}\"",
-            common::descriptor()
-        ),
-    );
+    let mut restored = Daemon::configure_offline("");
     std::fs::create_dir_all(restored.dir.path().join("data")).unwrap();
     std::fs::copy(&copy, restored.dir.path().join("data/settled.db")).unwrap();
     restored.spawn_unsynced().await;
@@ -123,13 +106,7 @@ async fn under_systemd_ready_comes_after_the_socket_and_the_watchdog_is_fed() {
     let dir = tempfile::tempdir().unwrap();
     let notify_path = dir.path().join("notify.sock");
     let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
-    let mut daemon = Daemon::configure_chain(
-        "regtest",
-        &format!(
-            "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\ndescriptor = \"{}\"",
-            common::descriptor()
-        ),
-    );
+    let mut daemon = Daemon::configure_offline("");
     daemon.env = vec![
         ("NOTIFY_SOCKET".into(), notify_path.display().to_string()),
         ("WATCHDOG_USEC".into(), "1000000".into()),

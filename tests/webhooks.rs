@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::receiver::{Receiver, Request};
-use common::{Admin, Daemon, descriptor, unix_now};
+use common::{Admin, Daemon, unix_now};
 use serde_json::{Value, json};
 
 /// The secret as the file holds it, and as the HMAC key (trimmed).
@@ -24,17 +24,12 @@ struct Setup {
 /// chain whose node is away: invoices and the backend's decisions still make events.
 async fn start(webhook: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("webhook.secret");
-    std::fs::write(&secret, SECRET_FILE).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let section = format!(
-        "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
-         descriptor = \"{}\"\n\n[webhook]\nsecret_file = \"{}\"\nfirst_retry_ms = 100\n{webhook}",
-        descriptor(),
+    let secret = common::webhook_secret(dir.path(), SECRET_FILE);
+    let daemon = Daemon::start_offline(&format!(
+        "[webhook]\nsecret_file = \"{}\"\nfirst_retry_ms = 100\n{webhook}",
         secret.display()
-    );
-    let mut daemon = Daemon::configure_chain("regtest", &section);
-    daemon.spawn_unsynced().await;
+    ))
+    .await;
     Setup {
         daemon,
         _secret: dir,
@@ -299,20 +294,7 @@ async fn settlectl_lists_and_redelivers() {
         .as_i64()
         .unwrap();
     wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlectl"))
-            .arg("--socket")
-            .arg(&s.daemon.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctl = |args: &[&str]| s.daemon.ctl(None, args);
     let list = ctl(&["webhooks", "list", "--status", "delivered"]);
     assert!(
         list.contains("delivered") && list.contains(&receiver.url()),

@@ -60,6 +60,15 @@ pub fn cache_dir() -> PathBuf {
         })
 }
 
+/// Writes a webhook secret file holding `content`, readable by its owner only.
+pub fn webhook_secret(dir: &Path, content: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("webhook.secret");
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 /// The bitcoind binary the tests run.
 pub fn bitcoind_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SETTLED_BITCOIND") {
@@ -82,6 +91,14 @@ pub fn settled_bin() -> PathBuf {
     std::env::var_os("SETTLED_BIN")
         .map(PathBuf::from)
         .expect("SETTLED_BIN names the settled binary")
+}
+
+/// The settlectl binary: cargo's for the tests, beside `settled_bin` otherwise.
+pub fn settlectl_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_settlectl") {
+        return p.into();
+    }
+    settled_bin().with_file_name("settlectl")
 }
 
 /// Polls `f` until it returns `Some`, or fails the test with `what`.
@@ -577,14 +594,40 @@ chains_dir = "{chains}"
     /// A daemon whose Bitcoin node is away (invoices and the backend's decisions still
     /// make events), with `extra` TOML after its chain section; started.
     pub async fn start_offline(extra: &str) -> Daemon {
+        let mut d = Daemon::configure_offline(extra);
+        d.spawn_unsynced().await;
+        d
+    }
+
+    /// The config of [`Daemon::start_offline`]; starts nothing.
+    pub fn configure_offline(extra: &str) -> Daemon {
         let section = format!(
             "rpc_url = \"http://127.0.0.1:9\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
              descriptor = \"{}\"\n\n{extra}",
             descriptor()
         );
-        let mut d = Daemon::configure_chain("regtest", &section);
-        d.spawn_unsynced().await;
-        d
+        Daemon::configure_chain("regtest", &section)
+    }
+
+    /// Runs `settlectl` against this daemon from `cwd` (the test's own if `None`);
+    /// fails the test unless it succeeds, and returns what it printed.
+    pub fn ctl(&self, cwd: Option<&Path>, args: &[&str]) -> String {
+        let mut cmd = Command::new(settlectl_bin());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let out = cmd
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The daemon's process id.
