@@ -21,7 +21,7 @@ use crate::api::{self, Api, Params, RpcError};
 pub(crate) const MAX_LINE: usize = 1024 * 1024;
 
 /// Binds the socket at `path`, replacing a file left by an earlier run, mode 0660.
-pub(crate) async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+pub(crate) async fn bind(path: &Path, gid: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -41,6 +41,15 @@ pub(crate) async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("daemon.admin_socket: cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            anyhow::anyhow!(
+                "daemon.admin_socket_group: cannot give {} to group {gid}: {e} \
+                 (the daemon's user must be a member of that group)",
+                path.display()
+            )
+        })?;
+    }
     Ok(listener)
 }
 
@@ -51,7 +60,9 @@ pub(crate) async fn run(listener: UnixListener, api: Arc<Api>, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, api.clone(), shutdown.clone()));
+                    if admitted(&stream, api.settings.admin_allowed_uids.as_deref()) {
+                        tokio::spawn(serve(stream, api.clone(), shutdown.clone()));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("admin socket accept failed: {e}");
@@ -60,6 +71,30 @@ pub(crate) async fn run(listener: UnixListener, api: Arc<Api>, shutdown: Cancell
             }
         }
     }
+}
+
+/// Logs who connected (the kernel's SO_PEERCRED, which a client cannot forge) and
+/// says whether that uid may use the socket.
+fn admitted(stream: &UnixStream, allowed: Option<&[u32]>) -> bool {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("admin connection refused: cannot read its peer credentials: {e}");
+            return false;
+        }
+    };
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid().unwrap_or(0));
+    if allowed.is_some_and(|uids| !uids.contains(&uid)) {
+        tracing::warn!(
+            uid,
+            gid,
+            pid,
+            "admin connection refused: uid {uid} is not in daemon.admin_allowed_uids"
+        );
+        return false;
+    }
+    tracing::info!(uid, gid, pid, "admin connection");
+    true
 }
 
 async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::RpcAuth;
+use crate::rpc::NodeCalls;
 
 /// Why a node call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,6 +40,7 @@ pub(crate) struct Bitcoind {
     auth: RpcAuth,
     // Rebuilt after a transport error: the cookie file changes when the node restarts.
     client: Mutex<Option<std::sync::Arc<Client>>>,
+    calls: std::sync::Arc<NodeCalls>,
 }
 
 // RPC_IN_WARMUP, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER.
@@ -48,11 +50,12 @@ const OUT_OF_RANGE: i32 = -8;
 
 impl Bitcoind {
     /// A client for `url`; nothing is sent yet.
-    pub(crate) fn new(url: &str, auth: &RpcAuth) -> Bitcoind {
+    pub(crate) fn new(url: &str, auth: &RpcAuth, calls: std::sync::Arc<NodeCalls>) -> Bitcoind {
         Bitcoind {
             url: url.to_string(),
             auth: auth.clone(),
             client: Mutex::new(None),
+            calls,
         }
     }
 
@@ -78,20 +81,23 @@ impl Bitcoind {
 
     async fn call<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         args: &[Value],
     ) -> Result<T, NodeError> {
         let client = self.client()?;
-        match client.call::<T>(method, args).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let err = classify(method, e);
-                if err.unreachable() {
-                    *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                }
-                Err(err)
-            }
+        let answer = self
+            .calls
+            .run(method, async {
+                client
+                    .call::<T>(method, args)
+                    .await
+                    .map_err(|e| classify(method, e))
+            })
+            .await;
+        if answer.as_ref().is_err_and(NodeError::unreachable) {
+            *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+        answer
     }
 
     /// `getbestblockhash`.

@@ -3,7 +3,8 @@
 //! watchlist) and the admin server (adds to the watchlist, reads status).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -11,6 +12,7 @@ use crate::bitcoind::Bitcoind;
 use crate::chains::Kind;
 use crate::config::ChainSettings;
 use crate::ethnode::EthNode;
+use crate::rpc::NodeCalls;
 
 /// Deposit scripts to match, each with its invoice: one hash lookup per output, so a
 /// block costs the same however many invoices are open.
@@ -83,16 +85,19 @@ pub(crate) struct Chain {
     pub(crate) bitcoind: Option<Bitcoind>,
     /// The node, for ethereum chains (also used by `invoice.rescan`).
     pub(crate) ethnode: Option<EthNode>,
+    /// Every call to the node, timed and counted.
+    pub(crate) calls: Arc<NodeCalls>,
 }
 
 impl Chain {
     /// A chain not started yet.
     pub(crate) fn new(settings: ChainSettings) -> anyhow::Result<Chain> {
+        let calls = Arc::new(NodeCalls::new(&settings.name, settings.rpc_timeout));
         let bitcoind = (settings.kind == Kind::Bitcoin && settings.enabled)
-            .then(|| Bitcoind::new(&settings.rpc_url, &settings.rpc_auth));
+            .then(|| Bitcoind::new(&settings.rpc_url, &settings.rpc_auth, calls.clone()));
         let ethnode = match settings.kind == Kind::Ethereum && settings.enabled {
             true => Some(
-                EthNode::new(&settings.rpc_url, &settings.rpc_auth)
+                EthNode::new(&settings.rpc_url, &settings.rpc_auth, calls.clone())
                     .map_err(|e| anyhow::anyhow!("chains.{}.rpc_url: {e}", settings.name))?,
             ),
             false => None,
@@ -103,12 +108,23 @@ impl Chain {
             status: Mutex::new(ChainStatus::default()),
             bitcoind,
             ethnode,
+            calls,
         })
     }
 
     /// True when the chain has a node to follow.
     pub(crate) fn has_node(&self) -> bool {
         self.bitcoind.is_some() || self.ethnode.is_some()
+    }
+
+    /// True when the chain's task is running and has shown no sign of life (a step
+    /// done, a node call ended, a wait begun) for longer than it promised.
+    pub(crate) fn stuck(&self, now: Instant) -> bool {
+        let s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let promised = s
+            .alive_until
+            .max(self.calls.last_answer().map(|t| t + self.calls.grace()));
+        s.running && promised.is_some_and(|t| t < now)
     }
 
     /// Changes the status under its lock.

@@ -557,36 +557,63 @@ fn show_list(v: &Value) {
 fn show_status(v: &Value) {
     let d = &v["daemon"];
     println!(
-        "settled {}  up {}s  db {}  last event {}",
+        "settled {}, up {}, webhook backlog {}, last event #{}",
         text(&d["version"]),
-        text(&d["uptime_s"]),
-        text(&d["db_path"]),
+        duration(d["uptime_s"].as_u64().unwrap_or(0)),
+        text(&d["webhook_backlog"]),
         text(&d["events_last_seq"])
     );
+    println!("database {}", text(&d["db_path"]));
     println!(
-        "\n{:<10} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8}  ERROR",
-        "CHAIN", "RUNNING", "NODE", "NODE TIP", "SCANNED", "LAG", "WATCHED"
+        "\n{:<12} {:<8} {:<5} {:>10} {:>10} {:>5} {:>8}  LAST POLL",
+        "CHAIN", "STATE", "NODE", "NODE TIP", "SCANNED", "LAG", "WATCHED"
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     for c in v["chains"].as_array().into_iter().flatten() {
+        let up = |k: &str| c[k] == json!(true);
+        let state = if !up("enabled") {
+            "disabled"
+        } else if !c["alarm"].is_null() {
+            "ALARM"
+        } else if !up("running") {
+            "STOPPED"
+        } else if !c["last_error"].is_null() {
+            "error"
+        } else if c["lag_blocks"].as_u64().is_none_or(|l| l > 0) {
+            "syncing"
+        } else {
+            "ok"
+        };
+        let last_poll = c["last_poll_at"].as_i64().map_or("never".into(), |t| {
+            format!("{} ago", duration((now - t).max(0) as u64))
+        });
         println!(
-            "{:<10} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8}  {}",
+            "{:<12} {:<8} {:<5} {:>10} {:>10} {:>5} {:>8}  {}",
             text(&c["chain"]),
-            if c["running"] == json!(true) {
-                "yes"
-            } else {
-                "no"
-            },
-            if c["node_reachable"] == json!(true) {
-                "ok"
-            } else {
-                "down"
-            },
+            state,
+            if up("node_reachable") { "ok" } else { "DOWN" },
             text(&c["node_height"]),
             text(&c["scanned_height"]),
             text(&c["lag_blocks"]),
             text(&c["watched_addresses"]),
-            text(&c["last_error"]),
+            last_poll,
         );
+        if let Some(e) = c["last_error"].as_str() {
+            println!("{:<12} ! {e}", "");
+        }
+    }
+}
+
+/// `3d 4h`, `2h 13m`, `5m 2s`, `42s`.
+fn duration(s: u64) -> String {
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {}s", s % 60),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 

@@ -25,7 +25,17 @@ pub(crate) struct ConfigFile {
     #[serde(default)]
     pub(crate) webhook: WebhookSection,
     #[serde(default)]
+    pub(crate) metrics: MetricsSection,
+    #[serde(default)]
     pub(crate) chains: BTreeMap<String, ChainSection>,
+}
+
+/// `[metrics]`: nothing listens unless `listen` is set.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsSection {
+    /// Where to serve Prometheus text, e.g. `127.0.0.1:9184`.
+    pub(crate) listen: Option<String>,
 }
 
 /// `[daemon]`.
@@ -36,6 +46,10 @@ pub(crate) struct DaemonSection {
     pub(crate) admin_socket: PathBuf,
     pub(crate) chains_dir: PathBuf,
     pub(crate) log_format: LogFormat,
+    /// The admin socket's group (mode 0660); by default the daemon's own group.
+    pub(crate) admin_socket_group: Option<String>,
+    /// When set, only these uids may use the admin socket, whatever its mode allows.
+    pub(crate) admin_allowed_uids: Option<Vec<u32>>,
 }
 
 impl Default for DaemonSection {
@@ -45,6 +59,8 @@ impl Default for DaemonSection {
             admin_socket: "/run/settled/admin.sock".into(),
             chains_dir: "/usr/share/settled/chains".into(),
             log_format: LogFormat::Text,
+            admin_socket_group: None,
+            admin_allowed_uids: None,
         }
     }
 }
@@ -137,6 +153,9 @@ pub(crate) struct ChainSection {
     pub(crate) tokens: Vec<String>,
     #[serde(default = "default_poll")]
     pub(crate) poll_interval_ms: u64,
+    /// Seconds a node call may take before it is given up and retried.
+    #[serde(default = "default_rpc_timeout")]
+    pub(crate) rpc_timeout: u64,
     pub(crate) start_height: Option<u64>,
     pub(crate) trace_internal_transfers: Option<bool>,
     // The chain file's policy keys, overridable here.
@@ -154,6 +173,10 @@ fn yes() -> bool {
 
 fn default_poll() -> u64 {
     1000
+}
+
+fn default_rpc_timeout() -> u64 {
+    30
 }
 
 fn hide<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -184,6 +207,7 @@ pub(crate) struct ChainSettings {
     pub(crate) rpc_auth: RpcAuth,
     pub(crate) addresses: Option<AddressSource>,
     pub(crate) poll_interval: Duration,
+    pub(crate) rpc_timeout: Duration,
     pub(crate) start_height: Option<u64>,
     /// Ethereum-like chains: the EIP-155 chain id the node must report.
     pub(crate) chain_id: Option<u64>,
@@ -212,6 +236,11 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_socket: PathBuf,
     pub(crate) log_format: LogFormat,
+    /// The admin socket's group id, when one is configured.
+    pub(crate) admin_socket_gid: Option<u32>,
+    pub(crate) admin_allowed_uids: Option<Vec<u32>>,
+    /// Where the Prometheus metrics are served, when they are.
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     pub(crate) default_expires_in: u64,
     pub(crate) chains: Vec<ChainSettings>,
     /// `None` when webhooks are off (no `webhook.secret_file`).
@@ -266,10 +295,41 @@ fn resolve(file: &ConfigFile) -> anyhow::Result<Settings> {
         data_dir: file.daemon.data_dir.clone(),
         admin_socket: file.daemon.admin_socket.clone(),
         log_format: file.daemon.log_format,
+        admin_socket_gid: file
+            .daemon
+            .admin_socket_group
+            .as_deref()
+            .map(group_id)
+            .transpose()?,
+        admin_allowed_uids: file.daemon.admin_allowed_uids.clone(),
+        metrics_listen: file
+            .metrics
+            .listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics.listen: {a:?} is not an address and port such as 127.0.0.1:9184"
+                    )
+                })
+            })
+            .transpose()?,
         default_expires_in: file.invoice.expires_in,
         chains,
         webhook: resolve_webhook(&file.webhook)?,
     })
+}
+
+/// The id of the group named `name` (or given by number).
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => bail!("daemon.admin_socket_group: there is no group {name:?} on this system"),
+        Err(e) => bail!("daemon.admin_socket_group: cannot look up group {name:?}: {e}"),
+    }
 }
 
 fn resolve_webhook(w: &WebhookSection) -> anyhow::Result<Option<WebhookSettings>> {
@@ -353,6 +413,9 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
     }
     if s.poll_interval_ms == 0 {
         bail!("{at}.poll_interval_ms: must be more than 0");
+    }
+    if s.rpc_timeout == 0 {
+        bail!("{at}.rpc_timeout: must be more than 0 seconds");
     }
     let rpc_url = match (&s.rpc_url, s.enabled) {
         (Some(u), _) if u.starts_with("http://") || u.starts_with("https://") => u.clone(),
@@ -439,6 +502,7 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
         rpc_auth,
         addresses,
         poll_interval: Duration::from_millis(s.poll_interval_ms),
+        rpc_timeout: Duration::from_secs(s.rpc_timeout),
         start_height: s.start_height,
         chain_id: chain_file.chain_id,
         trace_internal_transfers: s

@@ -13,7 +13,7 @@ use crate::chain::Chain;
 use crate::chains::Policy;
 use crate::config::{LogFormat, Settings};
 use crate::store::{Outbox, Store};
-use crate::{admin, service, watcher, webhook};
+use crate::{admin, service, telemetry, watcher, webhook};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
 pub fn main(config: &Path) -> anyhow::Result<()> {
@@ -55,11 +55,16 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         .cloned()
         .map(|c| Chain::new(c).map(Arc::new))
         .collect::<anyhow::Result<_>>()?;
-    let listener = admin::bind(&settings.admin_socket).await?;
+    let listener = admin::bind(&settings.admin_socket, settings.admin_socket_gid).await?;
+    let metrics = settings.metrics_listen.map(telemetry::listen).transpose()?;
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(w) = &settings.webhook {
         tasks.spawn(webhook::run(store.clone(), w.clone(), shutdown.clone()));
+    }
+    if let Some(server) = metrics {
+        let (store, chains) = (store.clone(), chains.clone());
+        tasks.spawn(telemetry::run(server, store, chains, shutdown.clone()));
     }
     for chain in &chains {
         if chain.settings.enabled {
@@ -93,14 +98,32 @@ async fn wait_for_signal() {
     }
 }
 
+/// Levels from `RUST_LOG` (default `info`). Under systemd (`JOURNAL_STREAM` set) the
+/// journal stamps every line itself, so text lines carry no time and no colours.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SETTLED_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        .with_writer(std::io::stderr)
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match (format, journal) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
     }
+}
+
+/// True when stderr is the journal's stream: `JOURNAL_STREAM` names its device and
+/// inode, so a child that inherited the variable but writes elsewhere keeps its times.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::bitcoind::NodeError;
 use crate::config::RpcAuth;
+use crate::rpc::NodeCalls;
 
 alloy::sol! {
     /// The ERC-20 transfer event.
@@ -76,11 +77,16 @@ struct TraceEntry {
 /// An Ethereum JSON-RPC endpoint.
 pub(crate) struct EthNode {
     provider: RootProvider<AnyNetwork>,
+    calls: std::sync::Arc<NodeCalls>,
 }
 
 impl EthNode {
     /// A client for `url`; nothing is sent yet.
-    pub(crate) fn new(url: &str, auth: &RpcAuth) -> anyhow::Result<EthNode> {
+    pub(crate) fn new(
+        url: &str,
+        auth: &RpcAuth,
+        calls: std::sync::Arc<NodeCalls>,
+    ) -> anyhow::Result<EthNode> {
         let mut url: alloy::transports::http::reqwest::Url = url.parse()?;
         if let RpcAuth::UserPass(user, password) = auth {
             // reqwest sends the URL's credentials as HTTP basic auth.
@@ -90,26 +96,39 @@ impl EthNode {
         }
         Ok(EthNode {
             provider: RootProvider::<AnyNetwork>::new_http(url),
+            calls,
         })
     }
 
     /// `eth_chainId`.
     pub(crate) async fn chain_id(&self) -> Result<u64, NodeError> {
-        self.provider.get_chain_id().await.map_err(sort)
+        self.calls
+            .run("eth_chainId", async {
+                self.provider.get_chain_id().await.map_err(sort)
+            })
+            .await
     }
 
     /// The height of the node's best block.
     pub(crate) async fn height(&self) -> Result<u64, NodeError> {
-        self.provider.get_block_number().await.map_err(sort)
+        self.calls
+            .run("eth_blockNumber", async {
+                self.provider.get_block_number().await.map_err(sort)
+            })
+            .await
     }
 
     /// The node's best block: its height and hash.
     pub(crate) async fn tip(&self) -> Result<(u64, B256), NodeError> {
         let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(sort)?
+            .calls
+            .run("eth_getBlockByNumber", async {
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Latest)
+                    .await
+                    .map_err(sort)
+            })
+            .await?
             .ok_or_else(|| NodeError::Transient("the node has no latest block yet".into()))?;
         Ok((block.header.number, block.header.hash))
     }
@@ -117,31 +136,43 @@ impl EthNode {
     /// The hash of the best chain's block at `height`, if the node has one.
     pub(crate) async fn hash_at(&self, height: u64) -> Result<Option<B256>, NodeError> {
         let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Number(height))
-            .await
-            .map_err(sort)?;
+            .calls
+            .run("eth_getBlockByNumber", async {
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Number(height))
+                    .await
+                    .map_err(sort)
+            })
+            .await?;
         Ok(block.map(|b| b.header.hash))
     }
 
     /// The height of the node's `finalized` block; `None` where the node has none.
     pub(crate) async fn finalized(&self) -> Result<Option<u64>, NodeError> {
         let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Finalized)
-            .await
-            .map_err(sort)?;
+            .calls
+            .run("eth_getBlockByNumber", async {
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Finalized)
+                    .await
+                    .map_err(sort)
+            })
+            .await?;
         Ok(block.map(|b| b.header.number))
     }
 
     /// The block at `height` with its transactions, if the node has one.
     pub(crate) async fn block(&self, height: u64) -> Result<Option<EvmBlock>, NodeError> {
         let Some(b) = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Number(height))
-            .full()
-            .await
-            .map_err(sort)?
+            .calls
+            .run("eth_getBlockByNumber", async {
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Number(height))
+                    .full()
+                    .await
+                    .map_err(sort)
+            })
+            .await?
         else {
             return Ok(None);
         };
@@ -162,10 +193,14 @@ impl EthNode {
     /// Whether `tx` succeeded (receipt `status = 1`).
     pub(crate) async fn succeeded(&self, tx: B256) -> Result<bool, NodeError> {
         let receipt = self
-            .provider
-            .get_transaction_receipt(tx)
-            .await
-            .map_err(sort)?
+            .calls
+            .run("eth_getTransactionReceipt", async {
+                self.provider
+                    .get_transaction_receipt(tx)
+                    .await
+                    .map_err(sort)
+            })
+            .await?
             .ok_or_else(|| NodeError::Transient(format!("no receipt yet for {tx}")))?;
         Ok(receipt.status())
     }
@@ -182,7 +217,12 @@ impl EthNode {
             .to_block(to)
             .address(contracts.to_vec())
             .event_signature(Transfer::SIGNATURE_HASH);
-        let logs = self.provider.get_logs(&filter).await.map_err(sort)?;
+        let logs = self
+            .calls
+            .run("eth_getLogs", async {
+                self.provider.get_logs(&filter).await.map_err(sort)
+            })
+            .await?;
         Ok(logs.iter().filter_map(transfer_of).collect())
     }
 
@@ -193,16 +233,20 @@ impl EthNode {
         height: u64,
     ) -> Result<Vec<(Option<B256>, CallFrame)>, NodeError> {
         let entries: Vec<TraceEntry> = self
-            .provider
-            .raw_request(
-                "debug_traceBlockByNumber".into(),
-                (
-                    BlockNumberOrTag::Number(height),
-                    json!({ "tracer": "callTracer" }),
-                ),
-            )
-            .await
-            .map_err(sort)?;
+            .calls
+            .run("debug_traceBlockByNumber", async {
+                self.provider
+                    .raw_request(
+                        "debug_traceBlockByNumber".into(),
+                        (
+                            BlockNumberOrTag::Number(height),
+                            json!({ "tracer": "callTracer" }),
+                        ),
+                    )
+                    .await
+                    .map_err(sort)
+            })
+            .await?;
         entries
             .into_iter()
             .map(|e| match (e.result, e.error) {
@@ -217,11 +261,15 @@ impl EthNode {
 
     /// The balance of `address` at block `height`.
     pub(crate) async fn balance(&self, address: Address, height: u64) -> Result<U256, NodeError> {
-        self.provider
-            .get_balance(address)
-            .block_id(BlockId::number(height))
+        self.calls
+            .run("eth_getBalance", async {
+                self.provider
+                    .get_balance(address)
+                    .block_id(BlockId::number(height))
+                    .await
+                    .map_err(sort)
+            })
             .await
-            .map_err(sort)
     }
 }
 

@@ -13,6 +13,10 @@ macro_rules! string_enum {
         pub(crate) enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
+            /// Every value, in declaration order.
+            #[allow(dead_code)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
+
             /// The stable string used in the API, the events and the database.
             pub(crate) fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

@@ -62,10 +62,10 @@ pub(crate) async fn watchdog(chains: Vec<Arc<Chain>>, shutdown: CancellationToke
 /// The first running chain whose task missed its own deadline.
 fn stuck(chains: &[Arc<Chain>]) -> Option<String> {
     let now = Instant::now();
-    chains.iter().find_map(|c| {
-        let s = c.status.lock().unwrap_or_else(|e| e.into_inner());
-        (s.running && s.alive_until.is_some_and(|t| t < now)).then(|| c.settings.name.clone())
-    })
+    chains
+        .iter()
+        .find(|c| c.stuck(now))
+        .map(|c| c.settings.name.clone())
 }
 
 /// `bitcoin 840000 (lag 0); ethereum 21000000 (lag 2, node unreachable)`.

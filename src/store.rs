@@ -78,6 +78,20 @@ pub(crate) struct Store {
     pub(crate) outbox_ready: tokio::sync::Notify,
 }
 
+/// What the metrics show of the database.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Invoices per chain and status (statuses with none are absent).
+    pub(crate) invoices: Vec<(String, String, u64)>,
+    /// Payments ever recorded per chain, dropped ones included.
+    pub(crate) payments: Vec<(String, u64)>,
+    pub(crate) webhook_backlog: u64,
+    /// Deliveries given up after `retry_for`.
+    pub(crate) webhook_failed: u64,
+    /// Attempts that were not answered with a 2xx.
+    pub(crate) webhook_failed_attempts: u64,
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
@@ -514,6 +528,28 @@ impl Store {
         invoice_id: Option<&str>,
     ) -> StoreResult<Vec<Value>> {
         Ok(events::list(&self.conn(), after_seq, limit, invoice_id)?)
+    }
+
+    /// What the metrics show of the database, counted now.
+    pub(crate) fn counts(&self) -> StoreResult<Counts> {
+        let conn = self.conn();
+        let rows = |sql: &str| -> rusqlite::Result<Vec<(String, String, u64)>> {
+            conn.prepare(sql)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        };
+        let one = |sql: &str| -> rusqlite::Result<u64> { conn.query_row(sql, [], |r| r.get(0)) };
+        Ok(Counts {
+            invoices: rows("SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status")?,
+            payments: rows("SELECT chain, '', COUNT(*) FROM payments GROUP BY chain")?
+                .into_iter()
+                .map(|(chain, _, n)| (chain, n))
+                .collect(),
+            webhook_backlog: one("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
+            webhook_failed: one("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'")?,
+            webhook_failed_attempts: one("SELECT COUNT(*) FROM delivery_attempts
+                 WHERE http_status IS NULL OR http_status NOT BETWEEN 200 AND 299")?,
+        })
     }
 
     /// The last event's `seq` (0 when none).

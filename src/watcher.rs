@@ -58,7 +58,7 @@ impl Ctx {
         self.chain.set_status(|s| {
             s.scanned_height = Some(cur.height);
             s.scanned_hash = Some(cur.hash.clone());
-            s.alive_until = Some(Instant::now() + STEP_GRACE);
+            s.alive_until = Some(Instant::now() + self.chain.calls.grace());
         });
         Ok(cur)
     }
@@ -111,9 +111,6 @@ pub(crate) trait Follower: Send {
 /// longer watched.
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long one step of a poll (a few node calls and a commit) may take before the
-/// task counts as stuck; node calls time out well before this.
-pub(crate) const STEP_GRACE: Duration = Duration::from_secs(120);
 
 /// Follows one chain until `shutdown` is cancelled or the chain must halt.
 pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
@@ -147,7 +144,10 @@ async fn follow(
     let mut delay = poll;
     loop {
         let started = now();
-        chain.set_status(|s| s.alive_until = Some(Instant::now() + STEP_GRACE));
+        let grace = chain.calls.grace();
+        chain.set_status(|s| s.alive_until = Some(Instant::now() + grace));
+        #[cfg(debug_assertions)]
+        stall_for_tests(&shutdown).await;
         let mut result = Ok(());
         if reloaded.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
             result = chain
@@ -194,13 +194,25 @@ async fn follow(
             }
         }
         // Waiting out the delay is honest waiting.
-        chain.set_status(|s| s.alive_until = Some(Instant::now() + delay + STEP_GRACE));
+        chain.set_status(|s| s.alive_until = Some(Instant::now() + delay + grace));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }
     chain.set_status(|s| s.running = false);
+}
+
+/// Test builds only: while the file named by `SETTLED_TEST_STALL` exists, the task
+/// hangs here as a bug would, so that the tests can see the watchdog go hungry.
+#[cfg(debug_assertions)]
+async fn stall_for_tests(shutdown: &CancellationToken) {
+    let Some(path) = std::env::var_os("SETTLED_TEST_STALL") else {
+        return;
+    };
+    while std::path::Path::new(&path).exists() && !shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The node's side of the fork walk.
@@ -285,6 +297,9 @@ pub(crate) fn alarm_if_final(chain: &Chain, cur: &Cursor, fork: u64, final_reorg
     let policy = &chain.settings.policy;
     let final_height = policy.final_height(Some(cur.height), cur.finalized);
     let depth = cur.height - fork;
+    let name = chain.settings.name.clone();
+    metrics::counter!("settled_reorgs_total", "chain" => name.clone()).increment(1);
+    metrics::histogram!("settled_reorg_depth_blocks", "chain" => name).record(depth as f64);
     tracing::warn!(chain = %chain.settings.name, depth, fork, "reorganisation: {depth} block(s) disconnected above height {fork}");
     if final_height.is_some_and(|f| fork < f) || !final_reorged.is_empty() {
         let msg = format!(

@@ -70,6 +70,7 @@ impl Store {
     pub(crate) fn apply(&self, chain: &str, up: ChainUpdate) -> StoreResult<Applied> {
         let policy = self.policy(chain)?;
         let now = now();
+        let connected = up.connect.len() as u64;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut applied = Applied::default();
@@ -188,6 +189,8 @@ impl Store {
         }
         tx.commit()?;
         self.wake(&conn);
+        metrics::counter!("settled_blocks_processed_total", "chain" => chain.to_string())
+            .increment(connected);
         Ok(applied)
     }
 

@@ -582,7 +582,7 @@ chains_dir = "{chains}"
         let child = Command::new(settled_bin())
             .arg("--config")
             .arg(&self.config)
-            .env("SETTLED_LOG", "settled=debug,info")
+            .env("RUST_LOG", "settled=debug,info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
