@@ -103,14 +103,9 @@ async fn a_backup_under_write_load_is_consistent_and_restores() {
 
 #[tokio::test]
 async fn under_systemd_ready_comes_after_the_socket_and_the_watchdog_is_fed() {
-    let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
     let mut daemon = Daemon::configure_offline("");
-    daemon.env = vec![
-        ("NOTIFY_SOCKET".into(), notify_path.display().to_string()),
-        ("WATCHDOG_USEC".into(), "1000000".into()),
-    ];
+    let systemd = Systemd::for_daemon(&mut daemon);
+    let notify = &systemd.socket;
     daemon.spawn_unsynced().await;
     let mut buf = vec![0u8; 4096];
     let mut messages = Vec::new();
@@ -163,4 +158,117 @@ async fn without_systemd_nothing_is_notified() {
     let stop = daemon.signal_and_wait("TERM", Duration::from_secs(10));
     assert_eq!(stop.code(), Some(0));
     assert!(!daemon.log().contains("cannot notify"), "{}", daemon.log());
+}
+
+/// What systemd would hear on `NOTIFY_SOCKET`, with a 1 s watchdog.
+struct Systemd {
+    socket: tokio::net::UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl Systemd {
+    fn for_daemon(daemon: &mut Daemon) -> Systemd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+        daemon
+            .env
+            .push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+        daemon.env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+        Systemd { socket, _dir: dir }
+    }
+
+    /// Every message heard over `span`.
+    async fn listen(&self, span: Duration) -> Vec<String> {
+        let mut buf = vec![0u8; 4096];
+        let mut heard = Vec::new();
+        let end = tokio::time::Instant::now() + span;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(end, self.socket.recv(&mut buf)).await {
+            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        heard
+    }
+
+    /// Listens until a message satisfies `pred`, at most `within`; returns it.
+    async fn wait(&self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let mut buf = vec![0u8; 4096];
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let n = tokio::time::timeout_at(end, self.socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no notification {what} within {within:?}"))
+                .unwrap();
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if pred(&m) {
+                return m;
+            }
+        }
+    }
+}
+
+fn fed(heard: &[String]) -> usize {
+    heard.iter().filter(|m| m.contains("WATCHDOG=1")).count()
+}
+
+#[tokio::test]
+async fn a_node_that_never_answers_keeps_the_watchdog_fed_and_a_stuck_task_starves_it() {
+    // A node that accepts connections and never answers: every call must give up at
+    // rpc_timeout, so the task keeps showing signs of life (grace: 4 x 1 s).
+    let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", node.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in node.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut daemon = Daemon::configure_chain(
+        "regtest",
+        &format!(
+            "rpc_url = \"{url}\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
+             descriptor = \"{}\"\npoll_interval_ms = 100\nrpc_timeout = 1\n",
+            common::descriptor()
+        ),
+    );
+    let stall = daemon.dir.path().join("stall");
+    daemon
+        .env
+        .push(("SETTLED_TEST_STALL".into(), stall.display().to_string()));
+    let systemd = Systemd::for_daemon(&mut daemon);
+    daemon.spawn_unsynced().await;
+    let heard = systemd.listen(Duration::from_secs(10)).await;
+    assert!(
+        fed(&heard[heard.len() / 2..]) >= 5,
+        "{heard:?}\n{}",
+        daemon.log()
+    );
+    let mut admin = daemon.admin().await;
+    let status = admin.ok("chain.status", json!({"chain": "regtest"})).await;
+    let error = status["chains"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("rpc_timeout"), "{status}");
+
+    // The task hangs, as a bug would: the watchdog goes hungry and systemd is told why.
+    std::fs::write(&stall, "").unwrap();
+    systemd
+        .wait("saying the chain is stuck", Duration::from_secs(45), |m| {
+            m.contains("STUCK: regtest")
+        })
+        .await;
+    let heard = systemd.listen(Duration::from_secs(3)).await;
+    assert_eq!(fed(&heard), 0, "{heard:?}");
+    assert!(
+        daemon.log().contains("not feeding the watchdog"),
+        "{}",
+        daemon.log()
+    );
+
+    // It moves again: fed again.
+    std::fs::remove_file(&stall).unwrap();
+    systemd
+        .wait("feeding the watchdog again", Duration::from_secs(10), |m| {
+            m.contains("WATCHDOG=1")
+        })
+        .await;
 }
