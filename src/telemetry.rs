@@ -48,15 +48,18 @@ pub(crate) async fn run(
     chains: Vec<Arc<Chain>>,
     shutdown: CancellationToken,
 ) {
-    let server = tokio::spawn(server);
+    let mut server = server;
     loop {
         refresh(&store, &chains);
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            r = &mut server => {
+                tracing::error!("metrics: the server stopped: {r:?}");
+                break;
+            }
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
         }
     }
-    server.abort();
 }
 
 fn refresh(store: &Store, chains: &[Arc<Chain>]) {

@@ -272,3 +272,121 @@ async fn a_node_that_never_answers_keeps_the_watchdog_fed_and_a_stuck_task_starv
         })
         .await;
 }
+
+/// `GET /metrics` on loopback `port`: the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the series written exactly `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The TCP ports process `pid` listens on, from its socket inodes in /proc.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, the inode is field 9.
+            if f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+#[tokio::test]
+async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_configured() {
+    let port = common::free_port();
+    let (mut node, mut payer, daemon) =
+        common::setup(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    assert_eq!(listening_ports(daemon.pid()), [port]);
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"amount": "0.1"})).await;
+    let id = inv["id"].as_str().unwrap();
+    payer
+        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    let me = payer.address.to_string();
+    node.mine_to(2, &me).await;
+    admin.wait_status(id, "COMPLETED").await;
+    // A reorganisation of one empty block.
+    let tip = node.rpc("getbestblockhash", json!([])).await;
+    node.rpc("invalidateblock", json!([tip])).await;
+    node.mine_to(2, &common::other_address()).await;
+    admin.wait_scanned(node.height().await).await;
+
+    let reg = "{chain=\"regtest\"}";
+    // The database's figures are read every second.
+    let text = common::wait_for("the metrics to show the payment and the reorg", || async {
+        let t = scrape(port);
+        (metric(&t, &format!("settled_reorgs_total{reg}")) == Some(1.0)
+            && metric(&t, &format!("settled_payments_detected_total{reg}")) == Some(1.0)
+            && metric(&t, &format!("settled_scanned_height{reg}"))
+                == Some(node.height().await as f64))
+        .then_some(t)
+    })
+    .await;
+    let m = |series: &str| metric(&text, series).unwrap_or_else(|| panic!("{series}\n{text}"));
+    assert!(m(&format!("settled_blocks_processed_total{reg}")) >= 4.0);
+    assert_eq!(m(&format!("settled_reorg_depth_blocks_count{reg}")), 1.0);
+    assert_eq!(m(&format!("settled_reorg_depth_blocks_sum{reg}")), 1.0);
+    assert_eq!(m(&format!("settled_payments_detected_total{reg}")), 1.0);
+    assert_eq!(
+        m("settled_invoices{chain=\"regtest\",status=\"COMPLETED\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("settled_invoices{chain=\"regtest\",status=\"PENDING\"}"),
+        0.0
+    );
+    assert_eq!(m(&format!("settled_scan_lag_blocks{reg}")), 0.0);
+    assert_eq!(
+        m(&format!("settled_node_height{reg}")),
+        node.height().await as f64
+    );
+    assert!(
+        m("settled_node_rpc_duration_seconds_count{chain=\"regtest\",method=\"getblock\"}") >= 4.0
+    );
+    assert_eq!(m("settled_webhook_backlog"), 0.0);
+    assert!(text.contains("# HELP settled_scan_lag_blocks"), "{text}");
+
+    // The node goes away: its failed calls are counted.
+    node.stop().await;
+    common::wait_for("node errors in the metrics", || async {
+        let t = scrape(port);
+        t.lines()
+            .any(|l| l.starts_with("settled_node_rpc_errors_total{chain=\"regtest\""))
+            .then_some(())
+    })
+    .await;
+
+    // Without [metrics], nothing listens.
+    let quiet = Daemon::start_offline("").await;
+    assert_eq!(listening_ports(quiet.pid()), Vec::<u16>::new());
+}
