@@ -262,7 +262,10 @@ impl Conn {
     fn read(&mut self) -> anyhow::Result<Value> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            anyhow::bail!("the daemon closed the connection");
+            anyhow::bail!(
+                "the daemon closed the connection (if it does so at once, its log says why: \
+                 your uid may not be in daemon.admin_allowed_uids)"
+            );
         }
         Ok(serde_json::from_str(&line)?)
     }

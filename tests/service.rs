@@ -390,3 +390,83 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
     let quiet = Daemon::start_offline("").await;
     assert_eq!(listening_ports(quiet.pid()), Vec::<u16>::new());
 }
+
+/// `settlectl status` against `daemon` as user `uid` with primary group `gid`.
+fn ctl_as(daemon: &Daemon, uid: u32, gid: u32) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(common::settlectl_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .arg("status")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_socket_belongs_to_its_group_and_listed_uids_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if nix_uid() != 0 {
+        panic!("this test runs as root: it connects as other users");
+    }
+    const NOBODY: u32 = 65534;
+    const NOGROUP: u32 = 65534;
+    let mut daemon = Daemon::configure_offline("");
+    let config = std::fs::read_to_string(&daemon.config).unwrap().replace(
+        "[daemon]\n",
+        "[daemon]\nadmin_socket_group = \"nogroup\"\nadmin_allowed_uids = [0]\n",
+    );
+    std::fs::write(&daemon.config, &config).unwrap();
+    // Others may reach the socket's directory; the socket's own mode decides.
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    daemon.spawn_unsynced().await;
+    let meta = std::fs::metadata(&daemon.socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), NOGROUP);
+
+    // Root is listed: served, and logged with its credentials.
+    assert!(ctl_as(&daemon, 0, 0).status.success());
+    common::wait_for("the connection logged", || async {
+        daemon.log().contains("admin connection").then_some(())
+    })
+    .await;
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin connection"))
+        .unwrap();
+    assert!(line.contains("uid=0") && line.contains("pid="), "{line}");
+
+    // Not in the group: the kernel refuses.
+    let out = ctl_as(&daemon, NOBODY, 12345);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In the group but not listed: settled refuses, and says so in its log.
+    let out = ctl_as(&daemon, NOBODY, NOGROUP);
+    assert!(!out.status.success(), "{out:?}");
+    common::wait_for("the refusal logged", || async {
+        daemon
+            .log()
+            .contains("uid 65534 is not in daemon.admin_allowed_uids")
+            .then_some(())
+    })
+    .await;
+
+    // Listed: served.
+    daemon.signal_and_wait("TERM", Duration::from_secs(10));
+    std::fs::write(&daemon.config, config.replace("[0]", "[0, 65534]")).unwrap();
+    daemon.spawn_unsynced().await;
+    let out = ctl_as(&daemon, NOBODY, NOGROUP);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("regtest"));
+}
+
+fn nix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
