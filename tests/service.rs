@@ -470,3 +470,51 @@ fn nix_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").unwrap().uid()
 }
+
+#[tokio::test]
+async fn log_lines_fit_the_journal_and_rust_log_sets_the_level() {
+    use std::os::unix::fs::MetadataExt;
+    let starts_with_time =
+        |line: &str| line.starts_with("20") && line.as_bytes().get(4) == Some(&b'-');
+
+    // On its own: every line starts with its time.
+    let plain = Daemon::start_offline("").await;
+    // Served means past the ready line.
+    plain.admin().await.ok("daemon.status", json!({})).await;
+    let log = plain.log();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("ready"))
+        .expect("a ready line");
+    assert!(starts_with_time(ready), "{ready}");
+
+    // Under systemd, stderr is the journal's stream (JOURNAL_STREAM names it): the
+    // journal stamps each line, so settled does not.
+    let mut journal = Daemon::configure_offline("");
+    let file = journal.dir.path().join("settled.log");
+    std::fs::write(&file, "").unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    journal.env.push((
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", meta.dev(), meta.ino()),
+    ));
+    journal.spawn_unsynced().await;
+    journal.admin().await.ok("daemon.status", json!({})).await;
+    let log = journal.log();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("ready"))
+        .expect("a ready line");
+    assert!(ready.trim_start().starts_with("INFO"), "{ready}");
+    assert!(!log.lines().any(starts_with_time), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colours: {log}");
+
+    // RUST_LOG=warn: the info lines are gone.
+    let mut quiet = Daemon::configure_offline("");
+    quiet.env.push(("RUST_LOG".into(), "warn".into()));
+    quiet.spawn_unsynced().await;
+    let mut admin = quiet.admin().await;
+    admin.ok("daemon.status", json!({})).await;
+    assert!(!quiet.log().contains("ready"), "{}", quiet.log());
+    assert!(!quiet.log().contains("INFO"), "{}", quiet.log());
+}
