@@ -56,11 +56,26 @@ async fn settlectl_speaks_for_people_and_scripts() {
     let (ok, out, _) = ctl(&daemon, &["invoice", "list"]);
     assert!(ok && out.contains(id) && out.contains("o-1"), "{out}");
 
+    // Status at a glance: the daemon's line, then one row per chain.
     let (ok, out, _) = ctl(&daemon, &["status"]);
+    assert!(ok, "{out}");
     assert!(
-        ok && out.contains("regtest") && out.contains("settled"),
+        out.starts_with("settled ") && out.contains(", up "),
         "{out}"
     );
+    assert!(out.contains("webhook backlog 0"), "{out}");
+    assert!(out.contains("LAST POLL"), "{out}");
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("regtest"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // CHAIN STATE NODE TIP SCANNED LAG WATCHED LAST-POLL
+    assert_eq!(row[1..3], ["ok", "ok"], "{out}");
+    assert_eq!(row[3], row[4], "scanned to the tip: {out}");
+    assert_eq!(row[5], "0", "{out}");
+    assert!(row.last() == Some(&"ago"), "{out}");
 
     let (ok, out, _) = ctl(&daemon, &["events", "list"]);
     assert!(ok && out.contains("invoice.created"), "{out}");
@@ -102,4 +117,22 @@ async fn settlectl_speaks_for_people_and_scripts() {
     );
     follow.kill().unwrap();
     follow.wait().unwrap();
+}
+
+#[tokio::test]
+async fn status_shows_a_node_that_is_down_and_why() {
+    let daemon = Daemon::start_offline("").await;
+    let out = wait_for("the failed poll in the status", || async {
+        let (ok, out, _) = ctl(&daemon, &["status"]);
+        (ok && out.contains("!")).then_some(out)
+    })
+    .await;
+    let row = out.lines().find(|l| l.starts_with("regtest")).unwrap();
+    assert!(row.contains("error") && row.contains("DOWN"), "{out}");
+    let why = out
+        .lines()
+        .skip_while(|l| !l.starts_with("regtest"))
+        .nth(1)
+        .unwrap();
+    assert!(why.trim_start().starts_with("! node unreachable"), "{out}");
 }
