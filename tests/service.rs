@@ -518,3 +518,36 @@ async fn log_lines_fit_the_journal_and_rust_log_sets_the_level() {
     assert!(!quiet.log().contains("ready"), "{}", quiet.log());
     assert!(!quiet.log().contains("INFO"), "{}", quiet.log());
 }
+
+#[tokio::test]
+async fn a_database_newer_than_the_binary_is_refused_and_left_alone() {
+    let mut daemon = Daemon::start_offline("").await;
+    daemon.signal_and_wait("TERM", Duration::from_secs(10));
+    let db = daemon.dir.path().join("data/settled.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let known: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "user_version", known + 1).unwrap();
+    drop(conn);
+
+    let out = std::process::Command::new(common::settled_bin())
+        .arg("--config")
+        .arg(&daemon.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "schema version {}, newer than this settled knows ({known})",
+            known + 1
+        )),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let now: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(now, known + 1, "untouched");
+}
