@@ -127,6 +127,34 @@ fn cross_field_mistakes_name_the_key() {
 }
 
 #[test]
+fn service_keys_are_checked() {
+    refused(&regtest("rpc_timeout = 0"), "chains.regtest.rpc_timeout");
+    refused(
+        &format!("[metrics]\nlisten = \"localhost\"\n{}", regtest("")),
+        "metrics.listen",
+    );
+    refused(
+        &format!(
+            // Bare keys first land in the [daemon] table the test config starts.
+            "admin_socket_group = \"no-such-group-here\"\n{}",
+            regtest("")
+        ),
+        "daemon.admin_socket_group",
+    );
+    let (ok, out, err) = check(
+        &format!(
+            "admin_socket_group = \"nogroup\"\nadmin_allowed_uids = [0, 1001]\n\
+             [metrics]\nlisten = \"127.0.0.1:9184\"\n{}",
+            regtest("rpc_timeout = 5")
+        ),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("listen = \"127.0.0.1:9184\""), "{out}");
+    assert!(out.contains("rpc_timeout = 5"), "{out}");
+}
+
+#[test]
 fn every_shipped_bitcoin_chain_file_loads() {
     for (chain, key) in [
         ("bitcoin", ZPUB),
