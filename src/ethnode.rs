@@ -313,5 +313,10 @@ fn sort(e: TransportError) -> NodeError {
 /// True when an error answer may mean "ask for less" (a log range too wide, too many
 /// results), so a narrower range is worth trying.
 pub(crate) fn maybe_too_wide(e: &NodeError) -> bool {
-    matches!(e, NodeError::Persistent(m) if m.starts_with("the node answered"))
+    match e {
+        NodeError::Persistent(m) => m.starts_with("the node answered"),
+        // A range too heavy to answer within rpc_timeout is too wide as well.
+        NodeError::Transient(m) => m.ends_with(crate::rpc::TIMED_OUT),
+        NodeError::NotFound(_) => false,
+    }
 }

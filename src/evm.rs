@@ -585,6 +585,20 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(e, NodeError::Transient(_)));
+        // A range the node cannot answer in time is narrowed like a refused one.
+        let got = narrowing(1, 8, |a, b| async move {
+            if b > a {
+                Err(NodeError::Transient(format!(
+                    "node unreachable: no answer to eth_getLogs within 30 s {}",
+                    crate::rpc::TIMED_OUT
+                )))
+            } else {
+                Ok(vec![a])
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, (1..=8).collect::<Vec<_>>());
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::bitcoind::NodeError;
 
+/// How a timed-out call's error ends.
+pub(crate) const TIMED_OUT: &str = "(rpc_timeout)";
+
 /// The node calls of one chain.
 #[derive(Debug)]
 pub(crate) struct NodeCalls {
@@ -36,7 +39,7 @@ impl NodeCalls {
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(NodeError::Transient(format!(
-                "node unreachable: no answer to {method} within {} s (rpc_timeout)",
+                "node unreachable: no answer to {method} within {} s {TIMED_OUT}",
                 self.timeout.as_secs_f64()
             ))),
         };
