@@ -479,14 +479,8 @@ async fn log_lines_fit_the_journal_and_rust_log_sets_the_level() {
 
     // On its own: every line starts with its time.
     let plain = Daemon::start_offline("").await;
-    // Served means past the ready line.
-    plain.admin().await.ok("daemon.status", json!({})).await;
-    let log = plain.log();
-    let ready = log
-        .lines()
-        .find(|l| l.contains("ready"))
-        .expect("a ready line");
-    assert!(starts_with_time(ready), "{ready}");
+    let ready = ready_line(&plain).await;
+    assert!(starts_with_time(&ready), "{ready}");
 
     // Under systemd, stderr is the journal's stream (JOURNAL_STREAM names it): the
     // journal stamps each line, so settled does not.
@@ -499,13 +493,9 @@ async fn log_lines_fit_the_journal_and_rust_log_sets_the_level() {
         format!("{}:{}", meta.dev(), meta.ino()),
     ));
     journal.spawn_unsynced().await;
-    journal.admin().await.ok("daemon.status", json!({})).await;
-    let log = journal.log();
-    let ready = log
-        .lines()
-        .find(|l| l.contains("ready"))
-        .expect("a ready line");
+    let ready = ready_line(&journal).await;
     assert!(ready.trim_start().starts_with("INFO"), "{ready}");
+    let log = journal.log();
     assert!(!log.lines().any(starts_with_time), "{log}");
     assert!(!log.contains('\u{1b}'), "no colours: {log}");
 
@@ -550,4 +540,14 @@ async fn a_database_newer_than_the_binary_is_refused_and_left_alone() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(now, known + 1, "untouched");
+}
+
+/// The daemon's "ready" log line; once it answers a request, it has written it.
+async fn ready_line(daemon: &Daemon) -> String {
+    daemon.admin().await.ok("daemon.status", json!({})).await;
+    let log = daemon.log();
+    log.lines()
+        .find(|l| l.contains("ready"))
+        .expect("a ready line")
+        .to_string()
 }
