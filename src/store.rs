@@ -88,8 +88,6 @@ pub(crate) struct Counts {
     pub(crate) webhook_backlog: u64,
     /// Deliveries given up after `retry_for`.
     pub(crate) webhook_failed: u64,
-    /// Attempts that were not answered with a 2xx.
-    pub(crate) webhook_failed_attempts: u64,
 }
 
 /// Seconds since the Unix epoch.
@@ -547,8 +545,6 @@ impl Store {
                 .collect(),
             webhook_backlog: one("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
             webhook_failed: one("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'")?,
-            webhook_failed_attempts: one("SELECT COUNT(*) FROM delivery_attempts
-                 WHERE http_status IS NULL OR http_status NOT BETWEEN 200 AND 299")?,
         })
     }
 

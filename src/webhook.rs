@@ -103,6 +103,9 @@ fn settle(store: &Store, cfg: &WebhookSettings, d: &Due, a: &Attempt) {
         let give_up = first.saturating_add(cfg.retry_for.as_secs() as i64);
         (a.at < give_up).then_some(next)
     };
+    if !a.delivered() {
+        metrics::counter!("settled_webhook_attempts_failed_total").increment(1);
+    }
     match (a.delivered(), retry_at) {
         (true, _) => tracing::debug!(url = %d.url, event = %d.event_id, "webhook delivered"),
         (false, Some(at)) => {

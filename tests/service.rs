@@ -323,8 +323,15 @@ fn listening_ports(pid: u32) -> Vec<u16> {
 #[tokio::test]
 async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_configured() {
     let port = common::free_port();
-    let (mut node, mut payer, daemon) =
-        common::setup(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    // Webhooks to a receiver that is not there: every attempt fails.
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = common::webhook_secret(secrets.path(), "s3cret");
+    let (mut node, mut payer, daemon) = common::setup(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+         [webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\nfirst_retry_ms = 100\n",
+        secret.display()
+    ))
+    .await;
     assert_eq!(listening_ports(daemon.pid()), [port]);
     let mut admin = daemon.admin().await;
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
@@ -342,13 +349,18 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
     admin.wait_scanned(node.height().await).await;
 
     let reg = "{chain=\"regtest\"}";
-    // The database's figures are read every second.
+    let events = admin.ok("events.list", json!({})).await["events"]
+        .as_array()
+        .unwrap()
+        .len() as f64;
+    // The database's figures are read every few seconds.
     let text = common::wait_for("the metrics to show the payment and the reorg", || async {
         let t = scrape(port);
         (metric(&t, &format!("settled_reorgs_total{reg}")) == Some(1.0)
             && metric(&t, &format!("settled_payments_detected_total{reg}")) == Some(1.0)
             && metric(&t, &format!("settled_scanned_height{reg}"))
-                == Some(node.height().await as f64))
+                == Some(node.height().await as f64)
+            && metric(&t, "settled_webhook_backlog") == Some(events))
         .then_some(t)
     })
     .await;
@@ -373,7 +385,12 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
     assert!(
         m("settled_node_rpc_duration_seconds_count{chain=\"regtest\",method=\"getblock\"}") >= 4.0
     );
-    assert_eq!(m("settled_webhook_backlog"), 0.0);
+    // Every event's delivery pending, each tried and failed at least once.
+    assert!(
+        m("settled_webhook_attempts_failed_total") >= events,
+        "{text}"
+    );
+    assert_eq!(m("settled_webhook_deliveries_failed"), 0.0);
     assert!(text.contains("# HELP settled_scan_lag_blocks"), "{text}");
 
     // The node goes away: its failed calls are counted.
