@@ -25,12 +25,19 @@ pub(crate) enum NodeError {
     /// The node answered that the thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// No answer within `rpc_timeout`: retried like `Transient`.
+    #[error("node unreachable: no answer to {method} within {secs} s (rpc_timeout)")]
+    TimedOut { method: &'static str, secs: f64 },
 }
 
 impl NodeError {
     /// True when the node could not be reached at all.
     pub(crate) fn unreachable(&self) -> bool {
-        matches!(self, NodeError::Transient(m) if m.starts_with("node unreachable"))
+        match self {
+            NodeError::Transient(m) => m.starts_with("node unreachable"),
+            NodeError::TimedOut { .. } => true,
+            NodeError::Persistent(_) | NodeError::NotFound(_) => false,
+        }
     }
 }
 

@@ -76,6 +76,13 @@ pub(crate) struct ChainStatus {
     pub(crate) alarm: Option<String>,
 }
 
+impl ChainStatus {
+    /// Blocks between the node's tip and the last one scanned, once both are known.
+    pub(crate) fn lag(&self) -> Option<u64> {
+        Some(self.node_height?.saturating_sub(self.scanned_height?))
+    }
+}
+
 /// One configured chain.
 pub(crate) struct Chain {
     pub(crate) settings: ChainSettings,
@@ -147,10 +154,7 @@ impl Chain {
             "node_height": s.node_height,
             "scanned_height": s.scanned_height,
             "scanned_hash": s.scanned_hash,
-            "lag_blocks": match (s.node_height, s.scanned_height) {
-                (Some(n), Some(h)) => Some(n.saturating_sub(h)),
-                _ => None,
-            },
+            "lag_blocks": s.lag(),
             "last_poll_at": s.last_poll_at,
             "watched_addresses": self.watchlist.len(),
             "last_error": s.last_error.or_else(|| s.alarm.clone()),

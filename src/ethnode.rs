@@ -316,7 +316,7 @@ pub(crate) fn maybe_too_wide(e: &NodeError) -> bool {
     match e {
         NodeError::Persistent(m) => m.starts_with("the node answered"),
         // A range too heavy to answer within rpc_timeout is too wide as well.
-        NodeError::Transient(m) => m.ends_with(crate::rpc::TIMED_OUT),
-        NodeError::NotFound(_) => false,
+        NodeError::TimedOut { .. } => true,
+        NodeError::Transient(_) | NodeError::NotFound(_) => false,
     }
 }

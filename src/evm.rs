@@ -588,10 +588,10 @@ mod tests {
         // A range the node cannot answer in time is narrowed like a refused one.
         let got = narrowing(1, 8, |a, b| async move {
             if b > a {
-                Err(NodeError::Transient(format!(
-                    "node unreachable: no answer to eth_getLogs within 30 s {}",
-                    crate::rpc::TIMED_OUT
-                )))
+                Err(NodeError::TimedOut {
+                    method: "eth_getLogs",
+                    secs: 30.0,
+                })
             } else {
                 Ok(vec![a])
             }

@@ -8,9 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::bitcoind::NodeError;
 
-/// How a timed-out call's error ends.
-pub(crate) const TIMED_OUT: &str = "(rpc_timeout)";
-
 /// The node calls of one chain.
 #[derive(Debug)]
 pub(crate) struct NodeCalls {
@@ -38,10 +35,10 @@ impl NodeCalls {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(NodeError::Transient(format!(
-                "node unreachable: no answer to {method} within {} s {TIMED_OUT}",
-                self.timeout.as_secs_f64()
-            ))),
+            Err(_) => Err(NodeError::TimedOut {
+                method,
+                secs: self.timeout.as_secs_f64(),
+            }),
         };
         let labels = [
             ("chain", self.chain.clone()),
@@ -50,10 +47,7 @@ impl NodeCalls {
         metrics::histogram!("settled_node_rpc_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         // "Not found" is an answer (a block above the tip), not a failure.
-        if matches!(
-            result,
-            Err(NodeError::Transient(_) | NodeError::Persistent(_))
-        ) {
+        if matches!(result, Err(ref e) if !matches!(e, NodeError::NotFound(_))) {
             metrics::counter!("settled_node_rpc_errors_total", &labels).increment(1);
         }
         *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());

@@ -76,10 +76,7 @@ fn status_line(chains: &[Arc<Chain>]) -> String {
         .map(|c| {
             let s = c.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let height = s.scanned_height.map_or("-".into(), |h| h.to_string());
-            let lag = match (s.node_height, s.scanned_height) {
-                (Some(n), Some(h)) => n.saturating_sub(h).to_string(),
-                _ => "?".into(),
-            };
+            let lag = s.lag().map_or("?".into(), |l| l.to_string());
             let mut part = format!("{} {height} (lag {lag}", c.settings.name);
             if !s.running {
                 part.push_str(", stopped");

@@ -85,9 +85,6 @@ pub(crate) struct Counts {
     pub(crate) invoices: Vec<(String, String, u64)>,
     /// Payments ever recorded per chain, dropped ones included.
     pub(crate) payments: Vec<(String, u64)>,
-    pub(crate) webhook_backlog: u64,
-    /// Deliveries given up after `retry_for`.
-    pub(crate) webhook_failed: u64,
 }
 
 /// Seconds since the Unix epoch.
@@ -531,21 +528,15 @@ impl Store {
     /// What the metrics show of the database, counted now.
     pub(crate) fn counts(&self) -> StoreResult<Counts> {
         let conn = self.conn();
-        let rows = |sql: &str| -> rusqlite::Result<Vec<(String, String, u64)>> {
-            conn.prepare(sql)?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
-        };
-        let one = |sql: &str| -> rusqlite::Result<u64> { conn.query_row(sql, [], |r| r.get(0)) };
-        Ok(Counts {
-            invoices: rows("SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status")?,
-            payments: rows("SELECT chain, '', COUNT(*) FROM payments GROUP BY chain")?
-                .into_iter()
-                .map(|(chain, _, n)| (chain, n))
-                .collect(),
-            webhook_backlog: one("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
-            webhook_failed: one("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'")?,
-        })
+        let invoices = conn
+            .prepare("SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let payments = conn
+            .prepare("SELECT chain, COUNT(*) FROM payments GROUP BY chain")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Counts { invoices, payments })
     }
 
     /// The last event's `seq` (0 when none).

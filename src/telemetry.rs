@@ -78,12 +78,7 @@ fn refresh(store: &Store, chains: &[Arc<Chain>]) {
         };
         gauge("settled_node_height", s.node_height);
         gauge("settled_scanned_height", s.scanned_height);
-        gauge(
-            "settled_scan_lag_blocks",
-            s.node_height
-                .zip(s.scanned_height)
-                .map(|(n, h)| n.saturating_sub(h)),
-        );
+        gauge("settled_scan_lag_blocks", s.lag());
         gauge("settled_chain_running", Some(s.running.into()));
         gauge("settled_node_reachable", Some(s.node_reachable.into()));
         gauge("settled_reorg_alarm", Some(s.alarm.is_some().into()));
@@ -114,8 +109,15 @@ fn refresh(store: &Store, chains: &[Arc<Chain>]) {
         metrics::counter!("settled_payments_detected_total", "chain" => chain.settings.name.clone())
             .absolute(paid);
     }
-    metrics::gauge!("settled_webhook_backlog").set(counts.webhook_backlog as f64);
-    metrics::gauge!("settled_webhook_deliveries_failed").set(counts.webhook_failed as f64);
+    for (gauge, status) in [
+        ("settled_webhook_backlog", "pending"),
+        ("settled_webhook_deliveries_failed", "failed"),
+    ] {
+        match store.deliveries_in(status) {
+            Ok(n) => metrics::gauge!(gauge).set(n as f64),
+            Err(e) => tracing::warn!("metrics: cannot read the database: {e}"),
+        }
+    }
 }
 
 fn describe() {

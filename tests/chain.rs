@@ -99,11 +99,9 @@ async fn reorg_that_mines_the_payment_again_keeps_it() {
     let mut admin = daemon.admin().await;
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
-    let tx = payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
+    let (tx, mut mined) = payer.pay_and_mine(&node, &inv, "0.1", 1).await;
+    let old = mined.remove(0);
     let me = payer.address.to_string();
-    let old = node.mine_to(1, &me).await.remove(0);
     admin.wait_status(id, "COMPLETED").await;
     // A longer branch that holds the same transaction one block higher.
     node.rpc("invalidateblock", json!([old])).await;
@@ -126,11 +124,7 @@ async fn a_final_invoice_is_not_rolled_back_and_the_reorg_is_an_alarm() {
     let mut admin = daemon.admin().await;
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    let me = payer.address.to_string();
-    let blocks = node.mine_to(2, &me).await;
+    let (_, blocks) = payer.pay_and_mine(&node, &inv, "0.1", 2).await;
     admin.wait_status(id, "COMPLETED").await;
     admin.wait_scanned(node.height().await).await;
 
@@ -225,10 +219,7 @@ async fn a_payment_made_on_time_while_the_daemon_was_down_is_on_time() {
     let id = inv["id"].as_str().unwrap().to_string();
     let expires_at = inv["expires_at"].as_i64().unwrap();
     daemon.kill();
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.2", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
+    payer.pay_and_mine(&node, &inv, "0.2", 1).await;
     wait_for("expires_at to pass", || async {
         (unix_now() > expires_at + 1).then_some(())
     })

@@ -78,10 +78,7 @@ async fn rescan_finds_a_payment_to_an_address_no_longer_watched() {
     let c = admin.wait_chain("any status", |_| true).await;
     assert_eq!(c["watched_addresses"], json!(0));
 
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
+    payer.pay_and_mine(&node, &inv, "0.1", 1).await;
     admin.wait_scanned(node.height().await).await;
     let got = admin.ok("invoice.get", json!({"id": id})).await;
     assert_eq!(got["payments"], json!([]));

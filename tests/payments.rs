@@ -101,10 +101,7 @@ async fn overpayment_is_reported() {
     let mut admin = daemon.admin().await;
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.15", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
+    payer.pay_and_mine(&node, &inv, "0.15", 1).await;
     let inv = admin.wait_status(id, "COMPLETED").await;
     assert_eq!(inv["amount_paid"], "0.15");
     assert_eq!(inv["overpaid_amount"], "0.05");
@@ -159,10 +156,7 @@ async fn late_payments_complete_when_the_chain_accepts_them() {
         .await;
     let id = inv["id"].as_str().unwrap();
     admin.wait_status(id, "EXPIRED").await;
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
+    payer.pay_and_mine(&node, &inv, "0.1", 1).await;
     admin.wait_status(id, "COMPLETED").await;
 }
 
@@ -205,10 +199,7 @@ async fn open_mode_takes_the_first_payment_as_due() {
     let inv = admin.invoice(json!({"mode": "open"})).await;
     assert_eq!(inv["amount_due"], json!(null));
     let id = inv["id"].as_str().unwrap();
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.3", false)
-        .await;
-    node.mine_to(1, &payer.address.to_string()).await;
+    payer.pay_and_mine(&node, &inv, "0.3", 1).await;
     let inv = admin.wait_status(id, "COMPLETED").await;
     assert_eq!(inv["amount_due"], "0.3");
 }

@@ -336,11 +336,7 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
     let mut admin = daemon.admin().await;
     let inv = admin.invoice(json!({"amount": "0.1"})).await;
     let id = inv["id"].as_str().unwrap();
-    payer
-        .pay(&node, inv["address"].as_str().unwrap(), "0.1", false)
-        .await;
-    let me = payer.address.to_string();
-    node.mine_to(2, &me).await;
+    payer.pay_and_mine(&node, &inv, "0.1", 2).await;
     admin.wait_status(id, "COMPLETED").await;
     // A reorganisation of one empty block.
     let tip = node.rpc("getbestblockhash", json!([])).await;
@@ -411,10 +407,8 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
 /// `settlectl status` against `daemon` as user `uid` with primary group `gid`.
 fn ctl_as(daemon: &Daemon, uid: u32, gid: u32) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(common::settlectl_bin())
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .arg("status")
+    daemon
+        .ctl_command(&["status"])
         .uid(uid)
         .gid(gid)
         .output()
@@ -424,7 +418,7 @@ fn ctl_as(daemon: &Daemon, uid: u32, gid: u32) -> std::process::Output {
 #[tokio::test]
 async fn the_admin_socket_belongs_to_its_group_and_listed_uids_only() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if nix_uid() != 0 {
+    if my_uid() != 0 {
         panic!("this test runs as root: it connects as other users");
     }
     const NOBODY: u32 = 65534;
@@ -483,7 +477,7 @@ async fn the_admin_socket_belongs_to_its_group_and_listed_uids_only() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("regtest"));
 }
 
-fn nix_uid() -> u32 {
+fn my_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").unwrap().uid()
 }

@@ -3,19 +3,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::Value;
 
-fn ctl_command(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlectl"));
-    cmd.arg("--socket").arg(&daemon.socket).args(args);
-    cmd
-}
-
 fn ctl(daemon: &Daemon, args: &[&str]) -> (bool, String, String) {
-    let out = ctl_command(daemon, args).output().unwrap();
+    let out = daemon.ctl_command(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -105,7 +99,8 @@ async fn settlectl_speaks_for_people_and_scripts() {
     assert!(!ok && err.contains("amount"), "{err}");
 
     // events follow prints the backlog, then keeps going.
-    let mut follow = ctl_command(&daemon, &["events", "follow", "--after-seq", "0"])
+    let mut follow = daemon
+        .ctl_command(&["events", "follow", "--after-seq", "0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -207,9 +207,14 @@ impl Store {
 
     /// Deliveries not yet delivered nor given up.
     pub(crate) fn webhook_backlog(&self) -> StoreResult<i64> {
+        self.deliveries_in("pending")
+    }
+
+    /// How many deliveries have `status` (`pending`, `delivered`, `failed`).
+    pub(crate) fn deliveries_in(&self, status: &str) -> StoreResult<i64> {
         Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
-            [],
+            "SELECT COUNT(*) FROM deliveries WHERE status = ?1",
+            [status],
             |r| r.get(0),
         )?)
     }

@@ -430,6 +430,22 @@ impl Payer {
         node.send(&tx).await;
         tx
     }
+
+    /// Pays `btc` (no RBF) to the invoice `inv`'s address and mines `blocks` blocks to
+    /// itself: the transaction and the blocks' hashes.
+    pub async fn pay_and_mine(
+        &mut self,
+        node: &Node,
+        inv: &Value,
+        btc: &str,
+        blocks: u64,
+    ) -> (Transaction, Vec<String>) {
+        let tx = self
+            .pay(node, inv["address"].as_str().unwrap(), btc, false)
+            .await;
+        let mined = node.mine_to(blocks, &self.address.to_string()).await;
+        (tx, mined)
+    }
 }
 
 /// An address nobody in the tests pays to: mining a replacement branch there gives
@@ -612,22 +628,24 @@ chains_dir = "{chains}"
     /// Runs `settlectl` against this daemon from `cwd` (the test's own if `None`);
     /// fails the test unless it succeeds, and returns what it printed.
     pub fn ctl(&self, cwd: Option<&Path>, args: &[&str]) -> String {
-        let mut cmd = Command::new(settlectl_bin());
+        let mut cmd = self.ctl_command(args);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        let out = cmd
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `settlectl --socket <this daemon's> args...`, not started.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(settlectl_bin());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
     }
 
     /// The daemon's process id.
