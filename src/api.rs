@@ -267,8 +267,11 @@ impl Api {
                         "exists already; settled does not overwrite",
                     ));
                 }
-                if !path.parent().is_some_and(|d| d.is_dir()) {
+                let Some(dir) = path.parent().filter(|d| d.is_dir()) else {
                     return Err(RpcError::field("path", "its directory does not exist"));
+                };
+                if let Some(why) = crate::service::unfit_for_backup(dir) {
+                    return Err(RpcError::field("path", why));
                 }
                 let started = Instant::now();
                 let store = self.store.clone();

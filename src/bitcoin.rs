@@ -67,18 +67,24 @@ impl Follower {
         let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
         let cursor = self.ctx.cursor()?;
         let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
-        let mut found = Vec::new();
+        let mut seen = Vec::new();
         for txid in txids.difference(&self.mempool) {
             let Some(tx) = self.node().mempool_tx(txid).await? else {
                 continue;
             };
             let mut hits = self.matches(&tx);
-            if !hits.is_empty() {
-                let rbf = self.node().replaceable(&tx).await?;
-                hits.iter_mut().for_each(|h| h.rbf = rbf);
-                found.extend(hits);
+            if hits.is_empty() {
+                continue;
             }
+            let Some(entry) = self.node().mempool_entry(&tx).await? else {
+                continue;
+            };
+            hits.iter_mut().for_each(|h| h.rbf = entry.replaceable);
+            seen.push((entry.time, *txid, hits));
         }
+        // Detection order is the node's entry order; the txid decides only a tie.
+        seen.sort_by_key(|(time, txid, _)| (*time, *txid));
+        let found: Vec<Found> = seen.into_iter().flat_map(|(_, _, hits)| hits).collect();
         let evicted: Vec<String> = if at_tip {
             self.ctx
                 .store

@@ -10,7 +10,7 @@ use corepc_client::{Auth, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::config::RpcAuth;
+use crate::config::{RpcAuth, cookie_unreadable};
 use crate::rpc::NodeCalls;
 
 /// Why a node call failed.
@@ -22,6 +22,11 @@ pub(crate) enum NodeError {
     /// Needs the operator: retrying alone will not help.
     #[error("{0}")]
     Persistent(String),
+    /// The node's RPC credentials cannot be read, or the node refused them: retried
+    /// like `Transient` (the operator may fix the file's group, or the node restart and
+    /// write a new cookie), but never reported as "node unreachable".
+    #[error("RPC credentials: {0}")]
+    Credentials(String),
     /// The node answered that the thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -36,9 +41,20 @@ impl NodeError {
         match self {
             NodeError::Transient(m) => m.starts_with("node unreachable"),
             NodeError::TimedOut { .. } => true,
-            NodeError::Persistent(_) | NodeError::NotFound(_) => false,
+            NodeError::Persistent(_) | NodeError::NotFound(_) | NodeError::Credentials(_) => false,
         }
     }
+}
+
+/// A mempool transaction as the lifecycle needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MempoolEntry {
+    /// When the node took it in (`getmempoolentry`'s `time`): the order of payments
+    /// first seen in the same poll.
+    pub(crate) time: i64,
+    /// Signals BIP125, itself or through an unconfirmed ancestor; or the node could
+    /// not tell.
+    pub(crate) replaceable: bool,
 }
 
 /// A Bitcoin Core node.
@@ -76,10 +92,19 @@ impl Bitcoind {
             RpcAuth::UserPass(u, p) => Auth::UserPass(u.clone(), p.clone()),
             RpcAuth::Cookie(path) => Auth::CookieFile(path.clone()),
         };
-        let client = Client::new_with_auth(&self.url, auth).map_err(|e| {
-            NodeError::Transient(format!(
-                "node unreachable: cannot read the RPC credentials: {e}"
-            ))
+        let client = Client::new_with_auth(&self.url, auth).map_err(|e| match (&self.auth, e) {
+            (RpcAuth::Cookie(path), corepc_client::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::NotFound =>
+            {
+                NodeError::Transient(format!(
+                    "node unreachable: no cookie file at {} (the node writes it when it starts)",
+                    path.display()
+                ))
+            }
+            (RpcAuth::Cookie(path), corepc_client::Error::Io(io)) => {
+                NodeError::Credentials(cookie_unreadable(path, &io))
+            }
+            (_, e) => NodeError::Credentials(e.to_string()),
         })?;
         let client = std::sync::Arc::new(client);
         *slot = Some(client.clone());
@@ -101,7 +126,11 @@ impl Bitcoind {
                     .map_err(|e| classify(method, e))
             })
             .await;
-        if answer.as_ref().is_err_and(NodeError::unreachable) {
+        // A new client reads the cookie again: it changes when the node restarts.
+        if answer
+            .as_ref()
+            .is_err_and(|e| e.unreachable() || matches!(e, NodeError::Credentials(_)))
+        {
             *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         answer
@@ -160,23 +189,54 @@ impl Bitcoind {
         }
     }
 
-    /// Whether a mempool transaction is BIP125-replaceable, signalled by itself or by
-    /// an unconfirmed ancestor (`getmempoolentry`'s `bip125-replaceable`).
-    pub(crate) async fn replaceable(&self, tx: &Transaction) -> Result<bool, NodeError> {
-        if tx.is_explicitly_rbf() {
+    /// What the lifecycle needs of a mempool transaction that pays an invoice; `None`
+    /// once it left the mempool.
+    pub(crate) async fn mempool_entry(
+        &self,
+        tx: &Transaction,
+    ) -> Result<Option<MempoolEntry>, NodeError> {
+        let txid = tx.compute_txid();
+        let entry: Value = match self.call("getmempoolentry", &[json!(txid)]).await {
+            Ok(v) => v,
+            Err(NodeError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // A node that does not say when comes last among those seen in the same poll.
+        let time = entry
+            .get("time")
+            .and_then(Value::as_i64)
+            .unwrap_or(i64::MAX);
+        let replaceable = self.signals_rbf(tx, &entry).await?;
+        Ok(Some(MempoolEntry { time, replaceable }))
+    }
+
+    /// BIP125 signalling, by the transaction itself or inherited from an unconfirmed
+    /// ancestor, read from the transactions' own `nSequence`: Core 31 reports
+    /// `bip125-replaceable` only under `-deprecatedrpc=bip125`, so its absence says
+    /// nothing. Whatever the node cannot tell counts as replaceable.
+    async fn signals_rbf(&self, tx: &Transaction, entry: &Value) -> Result<bool, NodeError> {
+        if tx.is_explicitly_rbf() || entry.get("bip125-replaceable") == Some(&Value::Bool(true)) {
             return Ok(true);
         }
-        match self
-            .call::<Value>("getmempoolentry", &[json!(tx.compute_txid())])
+        if entry.get("ancestorcount").and_then(Value::as_u64) == Some(1) {
+            return Ok(false);
+        }
+        let ancestors: Vec<Txid> = match self
+            .call("getmempoolancestors", &[json!(tx.compute_txid())])
             .await
         {
-            Ok(v) => Ok(v
-                .get("bip125-replaceable")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)),
-            Err(NodeError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
+            Ok(a) => a,
+            Err(NodeError::NotFound(_)) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        for txid in &ancestors {
+            match self.mempool_tx(txid).await? {
+                Some(parent) if !parent.is_explicitly_rbf() => {}
+                // Signals, or left the mempool before we could look: cannot vouch for it.
+                _ => return Ok(true),
+            }
         }
+        Ok(false)
     }
 
     /// `getblockchaininfo`'s `initialblockdownload`, `blocks` and `headers`.
@@ -193,12 +253,22 @@ fn classify(method: &str, e: corepc_client::Error) -> NodeError {
             NOT_FOUND | OUT_OF_RANGE => NodeError::NotFound(format!("{method}: {}", rpc.message)),
             _ => NodeError::Transient(format!("{method}: {} (code {})", rpc.message, rpc.code)),
         },
+        // The transport's HTTP error reads "status: 401, body: ...".
+        E::JsonRpc(jsonrpc::error::Error::Transport(t))
+            if t.to_string().starts_with("status: 401") =>
+        {
+            NodeError::Credentials(
+                "the node refused them (HTTP 401): check rpc_user and rpc_password, or \
+                 that rpc_cookie_file is the running node's"
+                    .into(),
+            )
+        }
         E::JsonRpc(jsonrpc::error::Error::Transport(t)) => {
             NodeError::Transient(format!("node unreachable: {t}"))
         }
         E::Io(io) => NodeError::Transient(format!("node unreachable: {io}")),
         E::InvalidCookieFile => {
-            NodeError::Transient("node unreachable: invalid cookie file".into())
+            NodeError::Credentials("the cookie file is not user:password".into())
         }
         other => NodeError::Transient(format!("{method}: {other}")),
     }

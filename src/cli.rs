@@ -407,7 +407,20 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
         CtlCommand::Backup { path } => {
             let path = std::env::current_dir()?.join(path);
             let p = json!({ "path": path });
-            (conn.call("daemon.backup", p)?, |v| {
+            let v = conn.call("daemon.backup", p)?;
+            // The daemon may see another filesystem than ours (its own mount namespace):
+            // a copy we cannot see is no backup.
+            let here = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if here != v["bytes"].as_u64() {
+                anyhow::bail!(
+                    "the daemon wrote {} ({} bytes), but it is not there as seen from here: \
+                     settled runs with its own view of the filesystem; back up into \
+                     /var/lib/settled",
+                    path.display(),
+                    text(&v["bytes"])
+                );
+            }
+            (v, |v| {
                 println!(
                     "backed up to {} ({} bytes in {} ms)",
                     text(&v["path"]),

@@ -194,6 +194,22 @@ pub(crate) enum RpcAuth {
     Cookie(PathBuf),
 }
 
+/// Why settled's user cannot read a node's cookie file `path` (shown after "RPC
+/// credentials: ").
+pub(crate) fn cookie_unreadable(path: &Path, e: &std::io::Error) -> String {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(
+        || format!("uid {uid}"),
+        |u| format!("user {} (uid {uid})", u.name),
+    );
+    format!(
+        "{user} cannot read the cookie file {}: {e}; run bitcoind with \
+         -rpccookieperms=group and add this user to its group (README, \"Running in \
+         production\", step 4), or use rpc_user and rpc_password",
+        path.display()
+    )
+}
+
 /// One configured chain, resolved and checked.
 #[derive(Debug, Clone)]
 pub(crate) struct ChainSettings {
@@ -593,6 +609,24 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
                 "#   trace_internal_transfers = {}\n",
                 c.trace_internal_transfers
             ));
+        }
+        if let (RpcAuth::Cookie(path), true) = (&c.rpc_auth, c.enabled) {
+            // Read as the daemon will: under the unit, check-config runs as its user.
+            match std::fs::File::open(path) {
+                Ok(_) => out.push_str(&format!(
+                    "#   rpc_cookie_file {}: readable\n",
+                    path.display()
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push_str(&format!(
+                    "#   rpc_cookie_file {}: not there yet (the node writes it when it starts)\n",
+                    path.display()
+                )),
+                Err(e) => bail!(
+                    "chains.{}.rpc_cookie_file: RPC credentials: {}",
+                    c.name,
+                    cookie_unreadable(path, &e)
+                ),
+            }
         }
         if let Some(a) = &c.addresses {
             out.push_str(&format!(

@@ -317,6 +317,6 @@ pub(crate) fn maybe_too_wide(e: &NodeError) -> bool {
         NodeError::Persistent(m) => m.starts_with("the node answered"),
         // A range too heavy to answer within rpc_timeout is too wide as well.
         NodeError::TimedOut { .. } => true,
-        NodeError::Transient(_) | NodeError::NotFound(_) => false,
+        NodeError::Transient(_) | NodeError::NotFound(_) | NodeError::Credentials(_) => false,
     }
 }

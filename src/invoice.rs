@@ -138,6 +138,10 @@ pub(crate) struct Payment {
     pub(crate) block_height: Option<u64>,
     pub(crate) block_hash: Option<String>,
     pub(crate) seen_at: i64,
+    /// The order settled detected it in, among all payments: a block's in block order,
+    /// a mempool poll's in the node's entry order. Breaks ties of `seen_at`; never
+    /// changes once stored, so a restart or a rescan cannot reorder payments.
+    pub(crate) detected: i64,
     /// Signals BIP125 replaceability: never accepted at 0 confirmations.
     pub(crate) rbf: bool,
     /// Stayed unconfirmed past the confirmation window: out of the on-time sums for good.

@@ -54,7 +54,8 @@ pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
         Mode::Open => pays
             .iter()
             .filter(|p| eligible(p) && !late(p))
-            .min_by(|a, b| (a.seen_at, &a.txid, a.index).cmp(&(b.seen_at, &b.txid, b.index)))
+            // "First" in the order the chain settled them, never by txid.
+            .min_by_key(|p| (p.seen_at, p.detected))
             .map(|p| p.amount),
     };
     let required = inv
@@ -263,6 +264,7 @@ mod tests {
             block_height: None,
             block_hash: None,
             seen_at,
+            detected: 0,
             rbf: false,
             timed_out: false,
             confirmed_notified: false,
@@ -498,6 +500,30 @@ mod tests {
             at(&inv, &[first], 102, T0 + 30).status,
             Status::WaitingForConfirmations
         );
+    }
+
+    #[test]
+    fn open_mode_first_is_the_first_detected_not_the_smaller_txid() {
+        let mut inv = invoice(0);
+        inv.mode = Mode::Open;
+        inv.amount_due = None;
+        // Same second; the later payment's txid sorts first.
+        let first = Payment {
+            txid: "ff".into(),
+            detected: 1,
+            ..mined(12_300_000, T0 + 10, 101)
+        };
+        let extra = Payment {
+            txid: "00".into(),
+            detected: 2,
+            ..mined(5_000_000, T0 + 10, 102)
+        };
+        for pays in [[first.clone(), extra.clone()], [extra, first]] {
+            let o = at(&inv, &pays, 110, T0 + 30);
+            assert_eq!(o.amount_due, Some(sat(12_300_000)));
+            assert_eq!(o.overpaid, sat(5_000_000));
+            assert_eq!(o.status, Status::Completed);
+        }
     }
 
     #[test]

@@ -667,8 +667,8 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
 
 fn load_payments(conn: &Connection, invoice_id: &str) -> rusqlite::Result<Vec<Payment>> {
     let mut st = conn.prepare_cached(
-        "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf, timed_out, confirmed_notified
-         FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, txid, idx",
+        "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf, timed_out, confirmed_notified, detected
+         FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, detected",
     )?;
     let rows = st.query_map([invoice_id], |r| {
         Ok(Payment {
@@ -682,6 +682,7 @@ fn load_payments(conn: &Connection, invoice_id: &str) -> rusqlite::Result<Vec<Pa
             rbf: r.get(7)?,
             timed_out: r.get(8)?,
             confirmed_notified: r.get(9)?,
+            detected: r.get(10)?,
         })
     })?;
     rows.collect()

@@ -109,10 +109,10 @@ fn settle(store: &Store, cfg: &WebhookSettings, d: &Due, a: &Attempt) {
     match (a.delivered(), retry_at) {
         (true, _) => tracing::debug!(url = %d.url, event = %d.event_id, "webhook delivered"),
         (false, Some(at)) => {
-            tracing::info!(url = %d.url, event = %d.event_id, status = ?a.http_status, error = ?a.error, "webhook not delivered; retrying at {at}")
+            tracing::info!(url = %d.url, event = %d.event_id, "webhook not delivered ({}); retrying at {at}", a.outcome())
         }
         (false, None) => {
-            tracing::warn!(url = %d.url, event = %d.event_id, "webhook delivery failed for good after retrying for {:?}", cfg.retry_for)
+            tracing::warn!(url = %d.url, event = %d.event_id, "webhook delivery failed for good after retrying for {:?} ({})", cfg.retry_for, a.outcome())
         }
     }
     if let Err(e) = store.record_attempt(d, a, retry_at) {
@@ -153,26 +153,102 @@ async fn attempt(client: reqwest::Client, cfg: Arc<WebhookSettings>, d: Due) -> 
         Err(e) => Attempt {
             at,
             http_status: None,
-            error: Some(describe(&e)),
+            error: Some(describe(&e, cfg.timeout)),
             body: None,
         },
     };
     (d, attempt)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The cause of a failed request, in the operator's words: a timeout, a refused
+/// connection, a name that does not resolve, a TLS failure, with the lowest-level
+/// message reqwest carries (its own top line only names the URL).
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        format!("could not connect: {e}")
-    } else {
-        e.to_string()
+        return format!(
+            "timed out: no answer within {} s (webhook.timeout)",
+            timeout.as_secs()
+        );
     }
+    let causes: Vec<&(dyn std::error::Error + 'static)> =
+        std::iter::successors(std::error::Error::source(e), |c| c.source()).collect();
+    let detail = causes
+        .last()
+        .map_or_else(|| e.to_string(), |c| c.to_string());
+    if e.is_connect() {
+        format!("{}: {detail}", connect_cause(&causes))
+    } else {
+        detail
+    }
+}
+
+/// Which step of connecting failed, from the chain of causes.
+fn connect_cause(causes: &[&(dyn std::error::Error + 'static)]) -> &'static str {
+    use std::io::ErrorKind as K;
+    for c in causes {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                K::ConnectionRefused => return "connection refused",
+                K::TimedOut => return "connect timed out",
+                K::HostUnreachable | K::NetworkUnreachable => return "host unreachable",
+                _ => {}
+            }
+        }
+        let text = c.to_string().to_ascii_lowercase();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return "DNS: the host name does not resolve";
+        }
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return "TLS failed";
+        }
+    }
+    "could not connect"
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error with a message and a cause, as hyper's connector makes them.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn a_connect_failure_is_told_by_its_cause() {
+        use std::io::{Error, ErrorKind};
+        let cause = |e: &Wrapped| {
+            let chain: Vec<&(dyn std::error::Error + 'static)> =
+                std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |c| {
+                    c.source()
+                })
+                .collect();
+            connect_cause(&chain)
+        };
+        let dns = Wrapped(
+            "dns error",
+            Error::other("failed to lookup address information"),
+        );
+        assert_eq!(cause(&dns), "DNS: the host name does not resolve");
+        let refused = Wrapped(
+            "tcp connect error",
+            Error::from(ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(cause(&refused), "connection refused");
+        let other = Wrapped("tcp connect error", Error::other("something else"));
+        assert_eq!(cause(&other), "could not connect");
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_t_dot_body() {

@@ -272,3 +272,61 @@ fn ethereum_mistakes_are_named() {
     assert!(out.contains("trace_internal_transfers = false"), "{out}");
     assert!(out.contains("final_confirmations = \"finalized\""), "{out}");
 }
+
+#[test]
+fn the_cookie_file_is_read_as_the_daemon_would() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cookie = dir.path().join(".cookie");
+    std::fs::write(&cookie, "__cookie__:abc\n").unwrap();
+    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let chains = Path::new(env!("CARGO_MANIFEST_DIR")).join("chains");
+    let config = |cookie: &Path| {
+        let path = dir.path().join("config.toml");
+        let body = format!(
+            "[daemon]\ndata_dir = \"{d}\"\nchains_dir = \"{c}\"\n\n[chains.regtest]\n\
+             rpc_url = \"http://127.0.0.1:18443\"\nrpc_cookie_file = \"{k}\"\nxpub = \"{TPUB}\"\n",
+            d = dir.path().display(),
+            c = chains.display(),
+            k = cookie.display()
+        );
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    };
+    let run = |path: &Path, uid: Option<u32>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_settled"));
+        cmd.arg("check-config").arg("--config").arg(path);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(65534);
+        }
+        let out = cmd.output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+
+    let (ok, out, err) = run(&config(&cookie), None);
+    assert!(ok, "{err}");
+    assert!(out.contains(".cookie: readable"), "{out}");
+    // Not there yet is no error: the node writes it when it starts.
+    let (ok, out, err) = run(&config(&dir.path().join("missing")), None);
+    assert!(ok, "{err}");
+    assert!(out.contains("not there yet"), "{out}");
+
+    // Another user than the file's owner, as settled's user beside bitcoind's.
+    let root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if root.unwrap_or(false) {
+        let (ok, _, err) = run(&config(&cookie), Some(65534));
+        assert!(!ok, "an unreadable cookie passed");
+        assert!(
+            err.contains("chains.regtest.rpc_cookie_file: RPC credentials: user nobody (uid 65534) cannot read the cookie file"),
+            "{err}"
+        );
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+}

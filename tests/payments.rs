@@ -3,6 +3,7 @@
 
 mod common;
 
+use bitcoin::Amount;
 use common::*;
 use serde_json::json;
 
@@ -202,4 +203,123 @@ async fn open_mode_takes_the_first_payment_as_due() {
     payer.pay_and_mine(&node, &inv, "0.3", 1).await;
     let inv = admin.wait_status(id, "COMPLETED").await;
     assert_eq!(inv["amount_due"], "0.3");
+}
+
+#[tokio::test]
+async fn open_mode_first_is_the_first_detected_even_in_the_same_second() {
+    let (node, mut payer, mut daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"mode": "open"})).await;
+    let id = inv["id"].as_str().unwrap().to_string();
+    let address = inv["address"].as_str().unwrap();
+
+    // The first payment, then a later one whose txid sorts before it.
+    let coin = payer.take();
+    let first = payer.payment(coin, address, "0.123", false);
+    let coin = payer.take();
+    let candidates: Vec<_> = (0..32)
+        .map(|k| {
+            let fee = Amount::from_sat(1_000 + k);
+            payer.build(coin, &[(address, Amount::from_sat(5_000_000))], fee, false)
+        })
+        .collect();
+    candidates.iter().for_each(|t| payer.forget(t));
+    let later = candidates
+        .into_iter()
+        .find(|t| t.compute_txid().to_string() < first.compute_txid().to_string())
+        .expect("one of 32 txids sorts before the first");
+
+    // Both found in blocks of the same second, already past: both get it as seen_at.
+    let t = node.tip_time().await + 1;
+    node.rpc("setmocktime", json!([t])).await;
+    wait_for("the clock to pass the blocks' time", || async {
+        (unix_now() > t).then_some(())
+    })
+    .await;
+    let a = node.mine_block_with(&other_address(), &[&first]).await;
+    admin.wait_scanned(node.height().await).await;
+    let b = node.mine_block_with(&other_address(), &[&later]).await;
+    assert_eq!(node.block_time(&a).await, node.block_time(&b).await);
+    admin.wait_scanned(node.height().await).await;
+
+    let check = |inv: &serde_json::Value| {
+        let pays = &inv["payments"];
+        assert_eq!(pays[0]["seen_at"], pays[1]["seen_at"], "{inv}");
+        assert_eq!(inv["amount_due"], "0.123", "{inv}");
+        assert_eq!(inv["overpaid_amount"], "0.05");
+        assert_eq!(inv["status"], "COMPLETED");
+    };
+    check(&admin.wait_status(&id, "COMPLETED").await);
+    daemon.kill();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    check(&admin.ok("invoice.get", json!({ "id": id })).await);
+}
+
+#[tokio::test]
+async fn zero_conf_is_refused_for_a_child_of_a_signalling_parent() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let mut invoices = Vec::new();
+    for _ in 0..3 {
+        invoices.push(admin.invoice(json!({"amount": "0.0005"})).await);
+    }
+    let [inherits, replaced, plain] = &invoices[..] else {
+        unreachable!()
+    };
+    assert_eq!(plain["confirmations_required"], json!(0));
+
+    // A parent paying the payer (signalling or not), and a child of it that does not
+    // signal, paying the invoice.
+    let child_of = |payer: &mut Payer, parent_signals: bool, inv: &serde_json::Value| {
+        let coin = payer.take();
+        let parent = payer.build(coin, &[], Amount::from_sat(1_000), parent_signals);
+        let change = payer.take_change();
+        let child = payer.payment(change, inv["address"].as_str().unwrap(), "0.0005", false);
+        (coin, parent, child)
+    };
+    let (_, p1, c1) = child_of(&mut payer, true, inherits);
+    let (coin2, p2, c2) = child_of(&mut payer, true, replaced);
+    for tx in [&p1, &c1, &p2, &c2] {
+        node.send(tx).await;
+    }
+    for inv in [inherits, replaced] {
+        let inv = admin
+            .wait_status(inv["id"].as_str().unwrap(), "WAITING_FOR_CONFIRMATIONS")
+            .await;
+        assert_eq!(inv["payments"][0]["rbf"], json!(true), "{inv}");
+    }
+
+    // A chain of transactions none of which signals is accepted from the mempool; seen
+    // after the others, it also shows the daemon has looked again since.
+    let (_, p3, c3) = child_of(&mut payer, false, plain);
+    node.send(&p3).await;
+    node.send(&c3).await;
+    let inv = admin
+        .wait_status(plain["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+    assert_eq!(inv["payments"][0]["rbf"], json!(false));
+    for inv in [inherits, replaced] {
+        let inv = admin.ok("invoice.get", json!({"id": inv["id"]})).await;
+        assert_eq!(inv["status"], "WAITING_FOR_CONFIRMATIONS", "{inv}");
+    }
+
+    // The parent replaced: its child is gone, and with it the payment.
+    payer.forget(&p2);
+    payer.forget(&c2);
+    let replacement = payer.spend_to_self(coin2, Amount::from_sat(20_000));
+    node.send(&replacement).await;
+    let inv = admin
+        .wait_status(replaced["id"].as_str().unwrap(), "PENDING")
+        .await;
+    assert_eq!(inv["payments"][0]["state"], "DROPPED");
+
+    // Mined, the child of a signalling parent completes its invoice.
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin
+        .wait_status(inherits["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+    admin.wait_scanned(node.height().await).await;
+    let inv = admin.ok("invoice.get", json!({"id": replaced["id"]})).await;
+    assert_eq!(inv["status"], "PENDING");
 }

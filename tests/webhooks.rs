@@ -415,10 +415,37 @@ async fn timeouts_and_redirects_are_retried_and_answers_kept_to_1_kib() {
     let d = wait_delivery(&mut admin, seq, |d| d["status"] == json!("delivered")).await;
     let a = d["attempts"].as_array().unwrap();
     assert_eq!(a.len(), 4, "{d:#}");
-    assert_eq!(a[0]["error"], json!("timed out"));
+    let timed_out = a[0]["error"].as_str().unwrap();
+    assert!(
+        timed_out.starts_with("timed out: no answer within 1 s"),
+        "{timed_out}"
+    );
     assert_eq!(a[1]["http_status"], json!(302));
     assert_eq!(a[2]["http_status"], json!(500));
     assert_eq!(a[2]["body"].as_str().unwrap().len(), 1024);
     // The redirect's target was never asked: every request came here.
     assert_eq!(receiver.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn an_attempt_that_cannot_connect_says_why() {
+    let receiver = Receiver::start().await;
+    let s = start("").await;
+    let mut admin = s.daemon.admin().await;
+    let refused = format!("http://127.0.0.1:{}/hook", common::free_port());
+    // The receiver speaks plain HTTP: a TLS client gets no handshake from it.
+    let tls = receiver.url().replace("http://", "https://");
+    for (url, cause) in [(refused, "connection refused: "), (tls, "TLS failed: ")] {
+        let seq = created(&mut admin, json!({"amount": "0.1", "callback_url": url})).await["seq"]
+            .as_i64()
+            .unwrap();
+        let d = wait_delivery(&mut admin, seq, |d| d["attempts"][0]["error"].is_string()).await;
+        let error = d["attempts"][0]["error"].as_str().unwrap().to_string();
+        assert!(error.starts_with(cause), "{error}");
+        assert!(!error.contains("error sending request"), "{error}");
+        common::wait_for("the cause in the log", || async {
+            s.daemon.log().contains(&error).then_some(())
+        })
+        .await;
+    }
 }

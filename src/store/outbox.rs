@@ -51,6 +51,15 @@ impl Attempt {
     pub(crate) fn delivered(&self) -> bool {
         self.http_status.is_some_and(|s| (200..300).contains(&s))
     }
+
+    /// What the attempt came to, for the log: `HTTP 500` or the error.
+    pub(crate) fn outcome(&self) -> String {
+        match (self.http_status, &self.error) {
+            (Some(s), _) => format!("HTTP {s}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        }
+    }
 }
 
 /// Queues `event_seq` for its invoice's `callback_url`, or else the default URL.

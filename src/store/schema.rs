@@ -115,6 +115,13 @@ CREATE TABLE delivery_attempts (
 ) STRICT;
 CREATE INDEX delivery_attempts_of ON delivery_attempts(delivery_id);
 "#,
+    // The order payments were detected in, which breaks ties of `seen_at` ("first" in
+    // open mode). Those already stored were inserted in the order they were detected.
+    r#"
+ALTER TABLE payments ADD COLUMN detected INTEGER NOT NULL DEFAULT 0;
+UPDATE payments SET detected = rowid;
+CREATE INDEX payments_detected ON payments(detected);
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.
@@ -134,4 +141,52 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of the last release (three migrations) with payments in it.
+    fn last_release() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(3) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script,
+                derivation_index, tolerance, status, metadata, created_at, updated_at)
+             VALUES ('inv', 'regtest', 'BTC', 8, 'open', 'bcrt1q', x'00', 0, '0', 'COMPLETED', '{}', 1, 1);
+             INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, seen_at, rbf)
+             VALUES ('regtest', 'ff', 0, 'inv', '12300000', 'CONFIRMED', 100, 0),
+                    ('regtest', '00', 0, 'inv', '5000000', 'CONFIRMED', 100, 0);",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn payments_of_the_last_release_keep_the_order_they_were_detected_in() {
+        let mut conn = last_release();
+        migrate(&mut conn).unwrap();
+        let order: Vec<(String, String, i64)> = conn
+            .prepare("SELECT txid, amount, detected FROM payments ORDER BY seen_at, detected")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            order,
+            [
+                ("ff".into(), "12300000".into(), 1),
+                ("00".into(), "5000000".into(), 2)
+            ]
+        );
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
 }

@@ -38,11 +38,13 @@ pub(crate) struct BlockFound {
 pub(crate) struct ChainUpdate {
     /// Blocks above this height leave the best chain (a reorganisation).
     pub(crate) disconnect_above: Option<u64>,
-    /// Blocks connected in order; the last one becomes the cursor.
+    /// Blocks connected in order, each block's payments in block order; the last one
+    /// becomes the cursor.
     pub(crate) connect: Vec<BlockFound>,
     /// Payments found by a rescan in blocks already behind the cursor.
     pub(crate) rescanned: Vec<BlockFound>,
-    /// Payments seen in the mempool.
+    /// Payments seen in the mempool, in the order the node took them in (detection
+    /// order follows it).
     pub(crate) mempool: Vec<Found>,
     /// `PENDING` payments whose transaction left the mempool unmined (judged at the tip).
     pub(crate) evicted: Vec<String>,
@@ -353,8 +355,9 @@ fn record(
             // Found first in a block: its time, never later than now.
             let seen_at = block.map_or(now, |b| b.time.min(now));
             tx.execute(
-                "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, block_height, block_hash, seen_at, rbf)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, block_height, block_hash, seen_at, rbf, detected)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         (SELECT COALESCE(MAX(detected), 0) + 1 FROM payments))",
                 params![
                     chain,
                     f.txid,

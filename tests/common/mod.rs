@@ -277,6 +277,13 @@ impl Node {
             .unwrap()
     }
 
+    /// A block's timestamp.
+    pub async fn block_time(&self, hash: &str) -> i64 {
+        self.rpc("getblockheader", json!([hash])).await["time"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// Broadcasts a transaction.
     pub async fn send(&self, tx: &Transaction) -> Txid {
         let r = self
@@ -404,6 +411,11 @@ impl Payer {
             },
         );
         tx
+    }
+
+    /// Takes the change of the transaction built last (to spend it unconfirmed).
+    pub fn take_change(&mut self) -> Utxo {
+        self.utxos.remove(0)
     }
 
     /// Spends `input` back to the payer, paying `fee` (a replacement or a conflict).
