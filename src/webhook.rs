@@ -43,12 +43,7 @@ pub(crate) fn backoff(attempts: u32, first: Duration, max: Duration) -> Duration
 
 /// Delivers until `shutdown` is cancelled.
 pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("settled/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let (client, tls_note) = match http_client(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(
@@ -67,7 +62,8 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
                 Ok(due) => {
                     for d in due {
                         busy.insert(d.lane());
-                        in_flight.spawn(attempt(client.clone(), cfg.clone(), d));
+                        let note = tls_note.clone();
+                        in_flight.spawn(attempt(client.clone(), cfg.clone(), note, d));
                     }
                 }
                 Err(e) => tracing::error!("webhooks: reading the outbox: {e}"),
@@ -121,8 +117,42 @@ fn settle(store: &Store, cfg: &WebhookSettings, d: &Due, a: &Attempt) {
     }
 }
 
+/// The sender's HTTP client. Where the system's CA certificates cannot be loaded (no
+/// `ca-certificates` package), it still delivers over http rather than nothing at
+/// all, and returns what every https attempt will say about it.
+fn http_client(
+    cfg: &WebhookSettings,
+) -> Result<(reqwest::Client, Option<Arc<str>>), reqwest::Error> {
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("settled/", env!("CARGO_PKG_VERSION")))
+    };
+    match builder().build() {
+        Ok(c) => Ok((c, None)),
+        Err(e) => {
+            let cause = std::iter::successors(std::error::Error::source(&e), |c| c.source())
+                .last()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            let note = format!(
+                "this system's CA certificates cannot be loaded ({cause}): install them \
+                 (Debian: ca-certificates) and restart settled"
+            );
+            tracing::error!("webhooks: {note}; until then https deliveries fail, http ones go on");
+            let client = builder().tls_certs_only(Vec::new()).build()?;
+            Ok((client, Some(note.into())))
+        }
+    }
+}
+
 /// One POST of the event.
-async fn attempt(client: reqwest::Client, cfg: Arc<WebhookSettings>, d: Due) -> (Due, Attempt) {
+async fn attempt(
+    client: reqwest::Client,
+    cfg: Arc<WebhookSettings>,
+    tls_note: Option<Arc<str>>,
+    d: Due,
+) -> (Due, Attempt) {
     let at = now();
     let sent = client
         .post(&d.url)
@@ -153,7 +183,12 @@ async fn attempt(client: reqwest::Client, cfg: Arc<WebhookSettings>, d: Due) -> 
         Err(e) => Attempt {
             at,
             http_status: None,
-            error: Some(describe(&e, cfg.timeout)),
+            error: Some(match (describe(&e, cfg.timeout), tls_note) {
+                (error, Some(note)) if error.starts_with("TLS failed") => {
+                    format!("{error}; {note}")
+                }
+                (error, _) => error,
+            }),
             body: None,
         },
     };
