@@ -264,14 +264,15 @@ async fn read(
     let by_height: BTreeMap<u64, B256> = blocks.iter().map(|b| (b.number, b.hash)).collect();
 
     // Native coin: payments keyed (tx, position in the call tree); a direct one is 0.
-    let mut native: BTreeMap<(u64, B256, u32), (String, U256)> = BTreeMap::new();
+    // Ordered by the transaction's place in its block: the order they are detected in.
+    let mut native: BTreeMap<(u64, usize, u32), (B256, String, U256)> = BTreeMap::new();
     for b in &blocks {
-        for (tx, to, value) in &b.txs {
+        for (pos, (tx, to, value)) in b.txs.iter().enumerate() {
             if let Some(invoice) = to
                 .filter(|_| !value.is_zero())
                 .and_then(|a| owner(a.as_slice()))
             {
-                native.insert((b.number, *tx, 0), (invoice, *value));
+                native.insert((b.number, pos, 0), (*tx, invoice, *value));
             }
         }
         if settings.trace_internal_transfers {
@@ -282,13 +283,13 @@ async fn read(
                     None => continue,
                 };
                 for (index, invoice, value) in internal_payments(frame, owner) {
-                    native.insert((b.number, tx, index), (invoice, value));
+                    native.insert((b.number, i, index), (tx, invoice, value));
                 }
             }
         }
     }
     // Only successful transactions pay: one receipt per paying transaction.
-    let txs: BTreeSet<B256> = native.keys().map(|(_, tx, _)| *tx).collect();
+    let txs: BTreeSet<B256> = native.values().map(|(tx, _, _)| *tx).collect();
     let mut failed = BTreeSet::new();
     for tx in txs {
         if !node.succeeded(tx).await? {
@@ -297,7 +298,7 @@ async fn read(
     }
 
     let mut found: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
-    for ((height, tx, index), (invoice_id, amount)) in native {
+    for ((height, _, index), (tx, invoice_id, amount)) in native {
         if !failed.contains(&tx) {
             found.entry(height).or_default().push(Found {
                 invoice_id,

@@ -1,0 +1,244 @@
+//! `settlectl invoice ...`: one function per command, and how an invoice is shown.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::{Conn, Shown, n, params, s, text};
+
+/// `settlectl invoice`.
+#[derive(Subcommand)]
+pub(super) enum InvoiceCommand {
+    /// Create an invoice.
+    Create(Box<CreateArgs>),
+    /// Show one invoice.
+    Get { id: String },
+    /// List invoices, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        order_id: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Cancel an invoice.
+    Void { id: String },
+    /// Accept an invoice as paid.
+    MarkCompleted { id: String },
+    /// Record that the payer was refunded.
+    MarkRefunded { id: String },
+    /// Give an invoice more time: expires_at = now + SECONDS.
+    Extend {
+        id: String,
+        #[arg(long)]
+        expires_in: u64,
+    },
+    /// Search the chain for payments to the invoice that were missed.
+    Rescan {
+        id: String,
+        #[arg(long)]
+        from_height: Option<u64>,
+    },
+}
+
+/// `settlectl invoice create`.
+#[derive(Args)]
+pub(super) struct CreateArgs {
+    #[arg(long)]
+    chain: String,
+    /// A decimal amount in the asset's units, such as 0.0015.
+    #[arg(long)]
+    amount: Option<String>,
+    #[arg(long)]
+    asset: Option<String>,
+    /// fixed or open.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Seconds, or "never".
+    #[arg(long)]
+    expires_in: Option<String>,
+    #[arg(long)]
+    confirmations: Option<u32>,
+    #[arg(long)]
+    underpaid_tolerance: Option<String>,
+    #[arg(long)]
+    order_id: Option<String>,
+    #[arg(long)]
+    client_id: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    callback_url: Option<String>,
+    /// A JSON object.
+    #[arg(long)]
+    metadata: Option<String>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+/// Runs one `settlectl invoice` command.
+pub(super) fn run(conn: &mut Conn, cmd: &InvoiceCommand) -> anyhow::Result<Shown> {
+    match cmd {
+        InvoiceCommand::Create(a) => create(conn, a),
+        InvoiceCommand::Get { id } => by_id(conn, "invoice.get", id),
+        InvoiceCommand::List {
+            status,
+            chain,
+            order_id,
+            limit,
+            cursor,
+        } => {
+            let p = params(&[
+                ("status", s(status)),
+                ("chain", s(chain)),
+                ("order_id", s(order_id)),
+                ("limit", n(limit)),
+                ("cursor", s(cursor)),
+            ]);
+            Ok((conn.call("invoice.list", p)?, show_list))
+        }
+        InvoiceCommand::Void { id } => by_id(conn, "invoice.void", id),
+        InvoiceCommand::MarkCompleted { id } => by_id(conn, "invoice.mark_completed", id),
+        InvoiceCommand::MarkRefunded { id } => by_id(conn, "invoice.mark_refunded", id),
+        InvoiceCommand::Extend { id, expires_in } => {
+            let p = json!({ "id": id, "expires_in": expires_in });
+            Ok((conn.call("invoice.extend", p)?, show_invoice))
+        }
+        InvoiceCommand::Rescan { id, from_height } => rescan(conn, id, *from_height),
+    }
+}
+
+/// `invoice create`.
+fn create(conn: &mut Conn, a: &CreateArgs) -> anyhow::Result<Shown> {
+    let expires_in = match a.expires_in.as_deref() {
+        None => None,
+        Some("never") => Some(Value::Null),
+        Some(x) => Some(json!(
+            x.parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("--expires-in: seconds or \"never\""))?
+        )),
+    };
+    let metadata = match &a.metadata {
+        None => None,
+        Some(m) => {
+            Some(serde_json::from_str::<Value>(m).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?)
+        }
+    };
+    let p = params(&[
+        ("chain", Some(json!(a.chain))),
+        ("amount", s(&a.amount)),
+        ("asset", s(&a.asset)),
+        ("mode", s(&a.mode)),
+        ("expires_in", expires_in),
+        ("confirmations", n(&a.confirmations)),
+        ("underpaid_tolerance", s(&a.underpaid_tolerance)),
+        ("order_id", s(&a.order_id)),
+        ("client_id", s(&a.client_id)),
+        ("email", s(&a.email)),
+        ("title", s(&a.title)),
+        ("description", s(&a.description)),
+        ("callback_url", s(&a.callback_url)),
+        ("metadata", metadata),
+        ("idempotency_key", s(&a.idempotency_key)),
+    ]);
+    Ok((conn.call("invoice.create", p)?, show_invoice))
+}
+
+/// `invoice get|void|mark-completed|mark-refunded ID`: a method on one invoice.
+fn by_id(conn: &mut Conn, method: &str, id: &str) -> anyhow::Result<Shown> {
+    Ok((conn.call(method, json!({ "id": id }))?, show_invoice))
+}
+
+/// `invoice rescan`.
+fn rescan(conn: &mut Conn, id: &str, from_height: Option<u64>) -> anyhow::Result<Shown> {
+    let p = params(&[("id", Some(json!(id))), ("from_height", n(&from_height))]);
+    Ok((conn.call("invoice.rescan", p)?, |v| {
+        println!("payments found: {}", v["payments_found"]);
+        if let Some(gap) = v["unexplained_balance"].as_str() {
+            println!(
+                "unexplained balance: {gap} (the address holds this much more than its \
+                 recorded payments: probably paid by a contract, which this node cannot trace)"
+            );
+        }
+    }))
+}
+
+fn show_invoice(v: &Value) {
+    let asset = text(&v["asset"]);
+    let status = match v["reason"].as_str() {
+        Some(r) => format!("{} ({r})", text(&v["status"])),
+        None => text(&v["status"]),
+    };
+    let rows = [
+        ("id", text(&v["id"])),
+        ("status", status),
+        ("chain", text(&v["chain"])),
+        ("address", text(&v["address"])),
+        ("amount due", format!("{} {asset}", text(&v["amount_due"]))),
+        ("paid", format!("{} {asset}", text(&v["amount_paid"]))),
+        (
+            "confirmed",
+            format!("{} {asset}", text(&v["amount_confirmed"])),
+        ),
+        (
+            "overpaid",
+            format!("{} {asset}", text(&v["overpaid_amount"])),
+        ),
+        ("confirmations", text(&v["confirmations_required"])),
+        ("order", text(&v["order_id"])),
+        ("expires at", text(&v["expires_at"])),
+    ];
+    for (k, val) in rows {
+        println!("{k:<14} {val}");
+    }
+    let pays = v["payments"].as_array().cloned().unwrap_or_default();
+    if !pays.is_empty() {
+        println!(
+            "\n{:<70} {:>14} {:<9} {:>5} {:>5}",
+            "PAYMENT", "AMOUNT", "STATE", "CONFS", "LATE"
+        );
+        for p in pays {
+            println!(
+                "{:<70} {:>14} {:<9} {:>5} {:>5}",
+                format!("{}:{}", text(&p["txid"]), text(&p["index"])),
+                text(&p["amount"]),
+                text(&p["state"]),
+                text(&p["confirmations"]),
+                if p["late"] == json!(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+            );
+        }
+    }
+}
+
+fn show_list(v: &Value) {
+    println!(
+        "{:<36}  {:<26}  {:<10}  {:>14}  {:>14}  ORDER",
+        "ID", "STATUS", "CHAIN", "DUE", "PAID"
+    );
+    for i in v["invoices"].as_array().into_iter().flatten() {
+        println!(
+            "{:<36}  {:<26}  {:<10}  {:>14}  {:>14}  {}",
+            text(&i["id"]),
+            text(&i["status"]),
+            text(&i["chain"]),
+            text(&i["amount_due"]),
+            text(&i["amount_paid"]),
+            text(&i["order_id"]),
+        );
+    }
+    if let Some(c) = v["next_cursor"].as_str() {
+        println!("(more: --cursor {c})");
+    }
+}
