@@ -456,3 +456,45 @@ async fn at_the_nodes_finalized_block_a_payment_is_final_and_a_deeper_reorg_is_a
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn open_mode_first_is_the_earlier_transaction_in_the_block_not_the_smaller_hash() {
+    use common::anvil::PAYER;
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let inv = admin.invoice(json!({"asset": "ETH", "mode": "open"})).await;
+    let (id, address) = (
+        inv["id"].as_str().unwrap(),
+        inv["address"].as_str().unwrap(),
+    );
+
+    // Two payments from one account land in one block in nonce order; the second is
+    // sent again with another amount until its hash sorts before the first's.
+    anvil.rpc("evm_setAutomine", json!([false])).await;
+    let pay = |value: u128| json!({"from": PAYER, "to": address, "value": format!("0x{value:x}")});
+    let first = anvil.send(pay(wei("1.5"))).await;
+    let mut later = None;
+    for k in 0..64u128 {
+        let tx = anvil.send(pay(wei("0.25") + k)).await;
+        if tx < first {
+            later = Some((tx, wei("0.25") + k));
+            break;
+        }
+        anvil.rpc("anvil_dropTransaction", json!([tx])).await;
+    }
+    let (later, _) = later.expect("one of 64 hashes sorts before the first");
+    anvil.rpc("evm_mine", json!([])).await;
+    anvil.rpc("evm_setAutomine", json!([true])).await;
+    let (a, b) = (anvil.receipt(&first).await, anvil.receipt(&later).await);
+    assert_eq!(a["blockNumber"], b["blockNumber"]);
+    let position =
+        |r: &Value| u64::from_str_radix(&r["transactionIndex"].as_str().unwrap()[2..], 16);
+    assert!(position(&a).unwrap() < position(&b).unwrap());
+
+    anvil.mine(5).await;
+    let inv = admin.wait_status(id, "COMPLETED").await;
+    assert_eq!(inv["amount_due"], "1.5", "{inv}");
+    let extra = inv["overpaid_amount"].as_str().unwrap();
+    assert!(extra.starts_with("0.25"), "{inv}");
+}
