@@ -253,9 +253,9 @@ fn classify(method: &str, e: corepc_client::Error) -> NodeError {
             NOT_FOUND | OUT_OF_RANGE => NodeError::NotFound(format!("{method}: {}", rpc.message)),
             _ => NodeError::Transient(format!("{method}: {} (code {})", rpc.message, rpc.code)),
         },
-        // The transport's HTTP error reads "status: 401, body: ...".
+        // The transport's HTTP error reads "http (status: 401, body: ...)".
         E::JsonRpc(jsonrpc::error::Error::Transport(t))
-            if t.to_string().starts_with("status: 401") =>
+            if t.to_string().contains("status: 401,") =>
         {
             NodeError::Credentials(
                 "the node refused them (HTTP 401): check rpc_user and rpc_password, or \

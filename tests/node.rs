@@ -60,6 +60,26 @@ async fn cookie_file_auth() {
 }
 
 #[tokio::test]
+async fn refused_credentials_are_said_to_be_credentials_not_an_unreachable_node() {
+    let node = Node::start().await;
+    let auth = "rpc_user = \"test\"\nrpc_password = \"wrong\"";
+    let mut daemon = Daemon::configure(&node, auth, "");
+    daemon.spawn_unsynced().await;
+    let mut admin = daemon.admin().await;
+    let c = admin
+        .wait_chain("a node error", |c| c["last_error"].is_string())
+        .await;
+    let error = c["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("RPC credentials: the node refused them (HTTP 401)"),
+        "{c}"
+    );
+    assert!(!error.contains("unreachable"), "{c}");
+    // It answered: reachable, with the wrong key.
+    assert_eq!(c["node_reachable"], json!(true), "{c}");
+}
+
+#[tokio::test]
 async fn rescan_finds_a_payment_to_an_address_no_longer_watched() {
     let (node, mut payer, mut daemon) = setup("late_payment_window = 1").await;
     let mut admin = daemon.admin().await;
