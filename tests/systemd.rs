@@ -57,6 +57,8 @@ impl Container {
         let nspawn = Command::new("systemd-nspawn")
             .arg("--quiet")
             .arg("--register=no")
+            // Its own name: nspawn keeps per-machine state under it.
+            .arg(format!("--machine=settled-test-{}", std::process::id()))
             .arg("--keep-unit")
             .arg("--boot")
             .arg(format!("--directory={}", root.display()))
