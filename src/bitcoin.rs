@@ -76,7 +76,7 @@ impl Follower {
             if hits.is_empty() {
                 continue;
             }
-            let Some(entry) = self.node().mempool_entry(&tx).await? else {
+            let Some(entry) = self.node().mempool_entry(txid, &tx).await? else {
                 continue;
             };
             hits.iter_mut().for_each(|h| h.rbf = entry.replaceable);

@@ -104,7 +104,7 @@ impl Bitcoind {
             (RpcAuth::Cookie(path), corepc_client::Error::Io(io)) => {
                 NodeError::Credentials(cookie_unreadable(path, &io))
             }
-            (_, e) => NodeError::Credentials(e.to_string()),
+            (_, e) => classify("reading rpc_cookie_file", e),
         })?;
         let client = std::sync::Arc::new(client);
         *slot = Some(client.clone());
@@ -193,9 +193,9 @@ impl Bitcoind {
     /// once it left the mempool.
     pub(crate) async fn mempool_entry(
         &self,
+        txid: &Txid,
         tx: &Transaction,
     ) -> Result<Option<MempoolEntry>, NodeError> {
-        let txid = tx.compute_txid();
         let entry: Value = match self.call("getmempoolentry", &[json!(txid)]).await {
             Ok(v) => v,
             Err(NodeError::NotFound(_)) => return Ok(None),
@@ -206,7 +206,7 @@ impl Bitcoind {
             .get("time")
             .and_then(Value::as_i64)
             .unwrap_or(i64::MAX);
-        let replaceable = self.signals_rbf(tx, &entry).await?;
+        let replaceable = self.signals_rbf(txid, tx, &entry).await?;
         Ok(Some(MempoolEntry { time, replaceable }))
     }
 
@@ -214,23 +214,25 @@ impl Bitcoind {
     /// ancestor, read from the transactions' own `nSequence`: Core 31 reports
     /// `bip125-replaceable` only under `-deprecatedrpc=bip125`, so its absence says
     /// nothing. Whatever the node cannot tell counts as replaceable.
-    async fn signals_rbf(&self, tx: &Transaction, entry: &Value) -> Result<bool, NodeError> {
+    async fn signals_rbf(
+        &self,
+        txid: &Txid,
+        tx: &Transaction,
+        entry: &Value,
+    ) -> Result<bool, NodeError> {
         if tx.is_explicitly_rbf() || entry.get("bip125-replaceable") == Some(&Value::Bool(true)) {
             return Ok(true);
         }
         if entry.get("ancestorcount").and_then(Value::as_u64) == Some(1) {
             return Ok(false);
         }
-        let ancestors: Vec<Txid> = match self
-            .call("getmempoolancestors", &[json!(tx.compute_txid())])
-            .await
-        {
+        let ancestors: Vec<Txid> = match self.call("getmempoolancestors", &[json!(txid)]).await {
             Ok(a) => a,
             Err(NodeError::NotFound(_)) => return Ok(true),
             Err(e) => return Err(e),
         };
-        for txid in &ancestors {
-            match self.mempool_tx(txid).await? {
+        for ancestor in &ancestors {
+            match self.mempool_tx(ancestor).await? {
                 Some(parent) if !parent.is_explicitly_rbf() => {}
                 // Signals, or left the mempool before we could look: cannot vouch for it.
                 _ => return Ok(true),
@@ -253,10 +255,7 @@ fn classify(method: &str, e: corepc_client::Error) -> NodeError {
             NOT_FOUND | OUT_OF_RANGE => NodeError::NotFound(format!("{method}: {}", rpc.message)),
             _ => NodeError::Transient(format!("{method}: {} (code {})", rpc.message, rpc.code)),
         },
-        // The transport's HTTP error reads "http (status: 401, body: ...)".
-        E::JsonRpc(jsonrpc::error::Error::Transport(t))
-            if t.to_string().contains("status: 401,") =>
-        {
+        E::JsonRpc(jsonrpc::error::Error::Transport(t)) if http_status(&*t) == Some(401) => {
             NodeError::Credentials(
                 "the node refused them (HTTP 401): check rpc_user and rpc_password, or \
                  that rpc_cookie_file is the running node's"
@@ -271,5 +270,13 @@ fn classify(method: &str, e: corepc_client::Error) -> NodeError {
             NodeError::Credentials("the cookie file is not user:password".into())
         }
         other => NodeError::Transient(format!("{method}: {other}")),
+    }
+}
+
+/// The HTTP status of a transport error that is one (an answer without JSON).
+fn http_status(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<i32> {
+    match e.downcast_ref::<jsonrpc::bitreq_http_async::Error>()? {
+        jsonrpc::bitreq_http_async::Error::Http(h) => Some(h.status_code),
+        _ => None,
     }
 }

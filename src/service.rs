@@ -123,16 +123,16 @@ fn notify(states: &[NotifyState<'_>]) {
 pub(crate) fn unfit_for_backup(dir: &Path) -> Option<String> {
     let dir = dir.canonicalize().ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // The mount `dir` is on: the longest mount point above it.
-    let mount = mountinfo
+    // The mount `dir` is on: the longest mount point above it (the last of equals,
+    // which is mounted over the others).
+    let (root, point, options) = mountinfo
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            Some((*f.get(3)?, *f.get(4)?, *f.get(5)?))
+            Some((*f.get(3)?, unescape(f.get(4)?), *f.get(5)?))
         })
-        .filter(|(_, point, _)| dir.starts_with(unescape(point)))
-        .max_by_key(|(_, point, _)| unescape(point).len())?;
-    let (root, point, options) = mount;
+        .filter(|(_, point, _)| dir.starts_with(point))
+        .max_by_key(|(_, point, _)| point.len())?;
     if root.contains("/systemd-private-") {
         return Some(format!(
             "{} is the service's private {point} (PrivateTmp=): a file there is seen by no \

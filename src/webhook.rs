@@ -132,12 +132,10 @@ fn http_client(
     match builder().build() {
         Ok(c) => Ok((c, None)),
         Err(e) => {
-            let cause = std::iter::successors(std::error::Error::source(&e), |c| c.source())
-                .last()
-                .map_or_else(|| e.to_string(), |c| c.to_string());
             let note = format!(
-                "this system's CA certificates cannot be loaded ({cause}): install them \
-                 (Debian: ca-certificates) and restart settled"
+                "this system's CA certificates cannot be loaded ({}): install them \
+                 (Debian: ca-certificates) and restart settled",
+                deepest(&e)
             );
             tracing::error!("webhooks: {note}; until then https deliveries fail, http ones go on");
             let client = builder().tls_certs_only(Vec::new()).build()?;
@@ -183,12 +181,7 @@ async fn attempt(
         Err(e) => Attempt {
             at,
             http_status: None,
-            error: Some(match (describe(&e, cfg.timeout), tls_note) {
-                (error, Some(note)) if error.starts_with("TLS failed") => {
-                    format!("{error}; {note}")
-                }
-                (error, _) => error,
-            }),
+            error: Some(describe(&e, cfg.timeout, tls_note.as_deref())),
             body: None,
         },
     };
@@ -196,26 +189,41 @@ async fn attempt(
 }
 
 /// The cause of a failed request, in the operator's words: a timeout, a refused
-/// connection, a name that does not resolve, a TLS failure, with the lowest-level
-/// message reqwest carries (its own top line only names the URL).
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+/// connection, a name that does not resolve, a TLS failure (with `tls_note` when the
+/// client has no CA certificates), then the lowest-level message reqwest carries (its
+/// own top line only names the URL).
+fn describe(e: &reqwest::Error, timeout: Duration, tls_note: Option<&str>) -> String {
     if e.is_timeout() {
         return format!(
             "timed out: no answer within {} s (webhook.timeout)",
             timeout.as_secs()
         );
     }
-    let causes: Vec<&(dyn std::error::Error + 'static)> =
-        std::iter::successors(std::error::Error::source(e), |c| c.source()).collect();
-    let detail = causes
-        .last()
-        .map_or_else(|| e.to_string(), |c| c.to_string());
-    if e.is_connect() {
-        format!("{}: {detail}", connect_cause(&causes))
-    } else {
-        detail
+    let detail = deepest(e);
+    if !e.is_connect() {
+        return detail;
+    }
+    match (connect_cause(&causes(e)), tls_note) {
+        (TLS_FAILED, Some(note)) => format!("{TLS_FAILED}: {detail}; {note}"),
+        (cause, _) => format!("{cause}: {detail}"),
     }
 }
+
+/// The errors under `e`, outermost first.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |c| c.source()).collect()
+}
+
+/// The lowest-level message under `e`, or its own.
+fn deepest(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(e)
+        .last()
+        .map_or_else(|| e.to_string(), |c| c.to_string())
+}
+
+const TLS_FAILED: &str = "TLS failed";
 
 /// Which step of connecting failed, from the chain of causes.
 fn connect_cause(causes: &[&(dyn std::error::Error + 'static)]) -> &'static str {
@@ -234,7 +242,7 @@ fn connect_cause(causes: &[&(dyn std::error::Error + 'static)]) -> &'static str 
             return "DNS: the host name does not resolve";
         }
         if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-            return "TLS failed";
+            return TLS_FAILED;
         }
     }
     "could not connect"
@@ -263,14 +271,7 @@ mod tests {
     #[test]
     fn a_connect_failure_is_told_by_its_cause() {
         use std::io::{Error, ErrorKind};
-        let cause = |e: &Wrapped| {
-            let chain: Vec<&(dyn std::error::Error + 'static)> =
-                std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |c| {
-                    c.source()
-                })
-                .collect();
-            connect_cause(&chain)
-        };
+        let cause = |e: &Wrapped| connect_cause(&[e, &e.1]);
         let dns = Wrapped(
             "dns error",
             Error::other("failed to lookup address information"),

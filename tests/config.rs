@@ -7,9 +7,18 @@ const TPUB: &str = "tpubD6NzVbkrYhZ4XgiXtGrdW5XDAPFCL9h7we1vwNCpn8tGbBcgfVYjXyhW
 // BIP84's published account key (mainnet).
 const ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
 
-/// Runs `settled check-config` on `chain_section` (appended to a valid [daemon]).
+/// Runs `settled check-config` on `body` (appended to a valid [daemon]).
 fn check(body: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    check_as(body, env, None)
+}
+
+/// As [`check`], as user `uid` (group nogroup) when given: the config and its folder
+/// are readable by all, as under the unit.
+fn check_as(body: &str, env: &[(&str, &str)], uid: Option<u32>) -> (bool, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let chains = Path::new(env!("CARGO_MANIFEST_DIR")).join("chains");
     let path = dir.path().join("config.toml");
     std::fs::write(
@@ -21,10 +30,14 @@ fn check(body: &str, env: &[(&str, &str)]) -> (bool, String, String) {
         ),
     )
     .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_settled"));
     cmd.arg("check-config").arg("--config").arg(&path);
     for (k, v) in env {
         cmd.env(k, v);
+    }
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(65534);
     }
     let out = cmd.output().unwrap();
     (
@@ -276,42 +289,24 @@ fn ethereum_mistakes_are_named() {
 #[test]
 fn the_cookie_file_is_read_as_the_daemon_would() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let cookie = dir.path().join(".cookie");
     std::fs::write(&cookie, "__cookie__:abc\n").unwrap();
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let chains = Path::new(env!("CARGO_MANIFEST_DIR")).join("chains");
-    let config = |cookie: &Path| {
-        let path = dir.path().join("config.toml");
-        let body = format!(
-            "[daemon]\ndata_dir = \"{d}\"\nchains_dir = \"{c}\"\n\n[chains.regtest]\n\
-             rpc_url = \"http://127.0.0.1:18443\"\nrpc_cookie_file = \"{k}\"\nxpub = \"{TPUB}\"\n",
-            d = dir.path().display(),
-            c = chains.display(),
-            k = cookie.display()
-        );
-        std::fs::write(&path, body).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        path
-    };
-    let run = |path: &Path, uid: Option<u32>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_settled"));
-        cmd.arg("check-config").arg("--config").arg(path);
-        if let Some(uid) = uid {
-            cmd.uid(uid).gid(65534);
-        }
-        let out = cmd.output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    let with_cookie = |cookie: &Path| {
+        format!(
+            "[chains.regtest]\nrpc_url = \"http://127.0.0.1:18443\"\n\
+             rpc_cookie_file = \"{}\"\nxpub = \"{TPUB}\"\n",
+            cookie.display()
+        )
     };
 
-    let (ok, out, err) = run(&config(&cookie), None);
+    let (ok, out, err) = check(&with_cookie(&cookie), &[]);
     assert!(ok, "{err}");
     assert!(out.contains(".cookie: readable"), "{out}");
     // Not there yet is no error: the node writes it when it starts.
-    let (ok, out, err) = run(&config(&dir.path().join("missing")), None);
+    let (ok, out, err) = check(&with_cookie(&dir.path().join("missing")), &[]);
     assert!(ok, "{err}");
     assert!(out.contains("not there yet"), "{out}");
 
@@ -321,7 +316,7 @@ fn the_cookie_file_is_read_as_the_daemon_would() {
         m.uid() == 0
     });
     if root.unwrap_or(false) {
-        let (ok, _, err) = run(&config(&cookie), Some(65534));
+        let (ok, _, err) = check_as(&with_cookie(&cookie), &[], Some(65534));
         assert!(!ok, "an unreadable cookie passed");
         assert!(
             err.contains("chains.regtest.rpc_cookie_file: RPC credentials: user nobody (uid 65534) cannot read the cookie file"),

@@ -478,12 +478,12 @@ async fn open_mode_first_is_the_earlier_transaction_in_the_block_not_the_smaller
     for k in 0..64u128 {
         let tx = anvil.send(pay(wei("0.25") + k)).await;
         if tx < first {
-            later = Some((tx, wei("0.25") + k));
+            later = Some(tx);
             break;
         }
         anvil.rpc("anvil_dropTransaction", json!([tx])).await;
     }
-    let (later, _) = later.expect("one of 64 hashes sorts before the first");
+    let later = later.expect("one of 64 hashes sorts before the first");
     anvil.rpc("evm_mine", json!([])).await;
     anvil.rpc("evm_setAutomine", json!([true])).await;
     let (a, b) = (anvil.receipt(&first).await, anvil.receipt(&later).await);
