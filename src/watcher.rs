@@ -291,12 +291,18 @@ pub(crate) async fn find_fork(
     }
 }
 
-/// Raises the chain's alarm when a reorganisation disconnected a final block
+/// Counts and logs a reorganisation that disconnected blocks of ours, and raises the
+/// chain's alarm when one of them was final
 /// (`lifecycle.md`: an alarm, not a silent rewrite); final invoices stay `COMPLETED`.
 pub(crate) fn alarm_if_final(chain: &Chain, cur: &Cursor, fork: u64, final_reorged: &[String]) {
     let policy = &chain.settings.policy;
     let final_height = policy.final_height(Some(cur.height), cur.finalized);
     let depth = cur.height - fork;
+    if depth == 0 {
+        // The node's tip moved between two calls (a block we never saw was replaced):
+        // nothing of ours was disconnected, so there was no reorganisation to count.
+        return;
+    }
     let name = chain.settings.name.clone();
     metrics::counter!("settled_reorgs_total", "chain" => name.clone()).increment(1);
     metrics::histogram!("settled_reorg_depth_blocks", "chain" => name).record(depth as f64);

@@ -338,7 +338,8 @@ async fn metrics_count_blocks_reorgs_payments_and_node_calls_and_only_when_confi
     let id = inv["id"].as_str().unwrap();
     payer.pay_and_mine(&node, &inv, "0.1", 2).await;
     admin.wait_status(id, "COMPLETED").await;
-    // A reorganisation of one empty block.
+    // A reorganisation of one empty block the daemon has seen.
+    admin.wait_scanned(node.height().await).await;
     let tip = node.rpc("getbestblockhash", json!([])).await;
     node.rpc("invalidateblock", json!([tip])).await;
     node.mine_to(2, &common::other_address()).await;
