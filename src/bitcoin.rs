@@ -98,15 +98,12 @@ impl Follower {
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment left the mempool unmined");
         }
-        self.ctx.store.apply(
-            self.name(),
-            ChainUpdate {
-                mempool: found,
-                evicted,
-                synced_at: at_tip.then_some(started),
-                ..Default::default()
-            },
-        )?;
+        self.ctx.apply(ChainUpdate {
+            mempool: found,
+            evicted,
+            synced_at: at_tip.then_some(started),
+            ..Default::default()
+        })?;
         self.mempool = txids;
         // At the tip the node's height is ours; ask only when a block came in between.
         let node_height = if at_tip {
@@ -157,13 +154,10 @@ impl Follower {
                 continue;
             }
             let found = self.block_found(cur.height + 1, &block);
-            self.ctx.store.apply(
-                self.name(),
-                ChainUpdate {
-                    connect: vec![found],
-                    ..Default::default()
-                },
-            )?;
+            self.ctx.apply(ChainUpdate {
+                connect: vec![found],
+                ..Default::default()
+            })?;
         }
     }
 
@@ -191,14 +185,11 @@ impl Follower {
             prev = hash.to_string();
             blocks.push(self.block_found(height, &block));
         }
-        let applied = self.ctx.store.apply(
-            self.name(),
-            ChainUpdate {
-                disconnect_above: Some(fork),
-                connect: blocks,
-                ..Default::default()
-            },
-        )?;
+        let applied = self.ctx.apply(ChainUpdate {
+            disconnect_above: Some(fork),
+            connect: blocks,
+            ..Default::default()
+        })?;
         watcher::alarm_if_final(&self.ctx.chain, cur, fork, &applied.final_reorged);
         Ok(())
     }
@@ -292,5 +283,6 @@ pub(crate) async fn rescan(
             ..Default::default()
         },
     )?;
+    chain.watchlist.apply(&applied.watch);
     Ok(applied.new_payments)
 }

@@ -13,6 +13,7 @@ use crate::chains::Kind;
 use crate::config::ChainSettings;
 use crate::ethnode::EthNode;
 use crate::rpc::NodeCalls;
+use crate::store::WatchChange;
 
 /// Deposit scripts to match, each with its invoice: one hash lookup per output, so a
 /// block costs the same however many invoices are open.
@@ -32,15 +33,30 @@ impl Watchlist {
         self.write().insert(script, invoice_id);
     }
 
-    /// Replaces the whole list with what `load` returns, holding the lock throughout so
-    /// that no concurrent `insert` is lost.
-    pub(crate) fn reload<E>(
+    /// Adds what `load` returns (the database's watch set at start), holding the lock
+    /// throughout so that no concurrent `insert` is lost.
+    pub(crate) fn load<E>(
         &self,
         load: impl FnOnce() -> Result<Vec<(Vec<u8>, String)>, E>,
     ) -> Result<(), E> {
         let mut map = self.write();
-        *map = load()?.into_iter().collect();
+        map.extend(load()?);
         Ok(())
+    }
+
+    /// Follows the watch set's changes a commit made.
+    pub(crate) fn apply(&self, changes: &[WatchChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut map = self.write();
+        for c in changes {
+            if c.watch {
+                map.insert(c.script.clone(), c.invoice_id.clone());
+            } else {
+                map.remove(&c.script);
+            }
+        }
     }
 
     /// How many scripts are watched.

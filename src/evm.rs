@@ -116,15 +116,12 @@ impl Follower {
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment's block left the chain and the payment did not come back");
         }
-        self.ctx.store.apply(
-            self.name(),
-            ChainUpdate {
-                evicted,
-                synced_at: Some(started),
-                finalized,
-                ..Default::default()
-            },
-        )?;
+        self.ctx.apply(ChainUpdate {
+            evicted,
+            synced_at: Some(started),
+            finalized,
+            ..Default::default()
+        })?;
         self.ctx.chain.set_status(|s| {
             s.node_height = Some(node_height);
             s.finalized_height = finalized.or(s.finalized_height);
@@ -170,13 +167,10 @@ impl Follower {
                 continue;
             }
             let connect = blocks.into_iter().take(linked).map(|(b, _)| b).collect();
-            self.ctx.store.apply(
-                self.name(),
-                ChainUpdate {
-                    connect,
-                    ..Default::default()
-                },
-            )?;
+            self.ctx.apply(ChainUpdate {
+                connect,
+                ..Default::default()
+            })?;
         }
     }
 
@@ -197,14 +191,11 @@ impl Follower {
             )
             .into());
         }
-        let applied = self.ctx.store.apply(
-            self.name(),
-            ChainUpdate {
-                disconnect_above: Some(fork.height),
-                connect: blocks.into_iter().map(|(b, _)| b).collect(),
-                ..Default::default()
-            },
-        )?;
+        let applied = self.ctx.apply(ChainUpdate {
+            disconnect_above: Some(fork.height),
+            connect: blocks.into_iter().map(|(b, _)| b).collect(),
+            ..Default::default()
+        })?;
         watcher::alarm_if_final(&self.ctx.chain, cur, fork.height, &applied.final_reorged);
         Ok(())
     }
@@ -470,6 +461,7 @@ pub(crate) async fn rescan(
             ..Default::default()
         },
     )?;
+    chain.watchlist.apply(&applied.watch);
     let unexplained = if key.len() == 20 && !chain.settings.trace_internal_transfers {
         let address = Address::from_slice(&key);
         let balance = node.balance(address, cursor.height).await?;

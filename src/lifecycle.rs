@@ -39,10 +39,48 @@ pub(crate) struct Outcome {
     /// Completed by the chain with every payment final (`final_confirmations`, or at or
     /// below the node's `finalized` block).
     pub(crate) finalized: bool,
+    /// The first instant at which the clock alone may change this outcome (expiry, a
+    /// payment outstaying the confirmation window); `None` when only the chain or the
+    /// backend can. The store indexes it, so a poll judges only invoices whose
+    /// deadline has come, however many are open.
+    pub(crate) wake_at: Option<i64>,
 }
 
 /// Computes an invoice's status (`lifecycle.md`, "How the status is computed").
 pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
+    let mut out = judge(f);
+    out.wake_at = wake_at(&f, &out);
+    out
+}
+
+/// When the clock alone may next change `out` (see [`Outcome::wake_at`]).
+fn wake_at(f: &Facts<'_>, out: &Outcome) -> Option<i64> {
+    let inv = f.invoice;
+    if inv.decision.is_some() || out.status.is_closed() {
+        return None;
+    }
+    // Expiry waits for a poll that began after `expires_at` as well as for the clock:
+    // until it expires the deadline stays due, and the next synced poll judges it.
+    let expiry = match out.status {
+        Status::Pending | Status::Partial => inv.expires_at.map(|e| e.saturating_add(1)),
+        _ => None,
+    };
+    // A payment already past the window that has not timed out cannot time out by the
+    // clock any more (rule 3 is not reached): only future deadlines count.
+    let window = i64::try_from(f.policy.confirmation_window).unwrap_or(i64::MAX);
+    let timeouts = f
+        .payments
+        .iter()
+        .zip(&out.ready)
+        .filter(|(p, ready)| {
+            p.counts() && !p.timed_out && !**ready && p.state == PaymentState::Pending
+        })
+        .map(|(p, _)| p.seen_at.saturating_add(window).saturating_add(1))
+        .filter(|t| *t > f.now);
+    expiry.into_iter().chain(timeouts).min()
+}
+
+fn judge(f: Facts<'_>) -> Outcome {
     let inv = f.invoice;
     let pays = f.payments;
     let late = |p: &Payment| inv.expires_at.is_some_and(|e| p.seen_at > e);
@@ -92,6 +130,7 @@ pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
         ready,
         timed_out: Vec::new(),
         finalized: false,
+        wake_at: None,
     };
 
     // Rule 1: a backend decision, or finality, stands.
@@ -381,6 +420,75 @@ mod tests {
         assert_eq!(o.overpaid, sat(500_000));
     }
 
+    /// The deadline is exact: the clock changes nothing before `wake_at` and something
+    /// at it; without one, no later clock changes anything.
+    #[test]
+    fn the_clock_changes_nothing_before_wake_at_and_something_at_it() {
+        let inv = invoice(1_000_000);
+        let small = invoice(50_000);
+        let cases = [
+            ("unpaid", &inv, vec![], T0 + 10),
+            ("partial", &inv, vec![mined(400_000, T0 + 10, 101)], T0 + 20),
+            ("waiting", &inv, vec![mempool(1_000_000, T0 + 10)], T0 + 20),
+            (
+                "waiting past expiry",
+                &inv,
+                vec![mempool(1_000_000, T0 + 10)],
+                T0 + 2 * HOUR,
+            ),
+            (
+                "waiting on the later of two",
+                &inv,
+                vec![mempool(500_000, T0 + 10), mempool(600_000, T0 + 99)],
+                T0 + 2 * HOUR,
+            ),
+            (
+                "completed",
+                &inv,
+                vec![mined(1_000_000, T0 + 10, 101)],
+                T0 + 20,
+            ),
+            (
+                "completed at 0",
+                &small,
+                vec![mempool(50_000, T0 + 10)],
+                T0 + 20,
+            ),
+            ("expired", &inv, vec![], T0 + 2 * HOUR),
+            (
+                "expired, paid late",
+                &inv,
+                vec![mempool(1_000_000, T0 + 2 * HOUR)],
+                T0 + 3 * HOUR,
+            ),
+        ];
+        let mut deadlines = 0;
+        for (name, inv, pays, now) in cases {
+            let o = at(inv, &pays, 101, now);
+            let Some(w) = o.wake_at else {
+                for later in [now + 1, now + 86_401, now + 10 * 365 * 86_400] {
+                    assert_eq!(
+                        at(inv, &pays, 101, later).status,
+                        o.status,
+                        "{name} at {later}"
+                    );
+                }
+                continue;
+            };
+            deadlines += 1;
+            assert!(w > now, "{name}: {w} is not after {now}");
+            for before in [now + 1, w - 1] {
+                assert_eq!(
+                    at(inv, &pays, 101, before).status,
+                    o.status,
+                    "{name} at {before}"
+                );
+            }
+            assert_ne!(at(inv, &pays, 101, w).status, o.status, "{name} at {w}");
+        }
+        assert_eq!(deadlines, 5);
+    }
+
     #[test]
     fn dropped_payments_do_not_count() {
         let inv = invoice(1_000_000);
@@ -409,6 +517,8 @@ mod tests {
                 policy: &policy,
             });
             assert_eq!(o.status, Status::Pending, "synced at {synced_at:?}");
+            // Still due: the next poll that catches up judges it again.
+            assert_eq!(o.wake_at, Some(T0 + HOUR + 1));
         }
         let o = at(&inv, &[], 100, late_clock);
         assert_eq!(

@@ -28,7 +28,7 @@ mod settle;
 
 pub(crate) use outbox::enqueue;
 pub(crate) use outbox::{Attempt, Due, Outbox};
-pub(crate) use settle::{BlockFound, ChainUpdate, Found};
+pub(crate) use settle::{Applied, BlockFound, ChainUpdate, Found, WatchChange};
 
 /// What a store call may refuse, besides failing.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,11 @@ pub(crate) struct Cursor {
     /// The node's `finalized` block as last seen (Ethereum-like chains).
     pub(crate) finalized: Option<u64>,
 }
+
+const PENDING_TXIDS: &str =
+    "SELECT DISTINCT txid FROM payments WHERE chain = ?1 AND state = 'PENDING'";
+
+const WATCHED: &str = "SELECT script, id FROM invoices WHERE chain = ?1 AND watched = 1";
 
 /// The database.
 pub(crate) struct Store {
@@ -221,33 +226,17 @@ impl Store {
     /// Transaction ids of the chain's `PENDING` payments.
     pub(crate) fn pending_txids(&self, chain: &str) -> StoreResult<BTreeSet<String>> {
         let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT DISTINCT txid FROM payments WHERE chain = ?1 AND state = 'PENDING'")?;
+        let mut st = conn.prepare_cached(PENDING_TXIDS)?;
         let rows = st.query_map([chain], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Scripts to watch on `chain` (`lifecycle.md`, "How long an address is watched").
+    /// The chain's watch set as the database holds it (`lifecycle.md`, "How long an
+    /// address is watched"), read once at start; commits change it from then on.
     pub(crate) fn watched(&self, chain: &str) -> StoreResult<Vec<(Vec<u8>, String)>> {
         let conn = self.conn();
-        let policy = self.policy(chain)?;
-        let now = now();
-        let since = now - policy.late_payment_window as i64;
-        let cursor = cursor_of(&conn, chain)?;
-        let final_height = policy.final_height(
-            cursor.as_ref().map(|c| c.height),
-            cursor.as_ref().and_then(|c| c.finalized),
-        );
-        let unfinal_above = final_height.map_or(-1, |h| h as i64);
-        let mut st = conn.prepare(
-            "SELECT script, id FROM invoices i WHERE chain = ?1 AND (
-                 closed_at IS NULL OR closed_at > ?2
-                 OR EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id AND
-                            (p.state = 'PENDING' OR (p.state = 'CONFIRMED' AND p.block_height > ?3))))",
-        )?;
-        let rows = st.query_map(params![chain, since, unfinal_above], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        let mut st = conn.prepare(WATCHED)?;
+        let rows = st.query_map(params![chain], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -302,9 +291,9 @@ impl Store {
             "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
                 amount_due, tolerance, confirmations, status, reason, decision, order_id, client_id,
                 email, title, description, callback_url, metadata, idempotency_key, request,
-                created_height, created_at, expires_at, updated_at, completed_at, closed_at)
+                created_height, created_at, expires_at, updated_at, completed_at, closed_at, wake_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', NULL, NULL, ?12, ?13,
-                ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL)",
+                ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)",
             params![
                 id,
                 new.chain,
@@ -329,6 +318,9 @@ impl Store {
                 created_height,
                 now,
                 expires_at,
+                // What the lifecycle says of an invoice nothing paid yet: the clock
+                // moves it only at expiry.
+                expires_at.map(|e| e.saturating_add(1)),
             ],
         )?;
         let view = self.invoice_view(&tx, &id)?;
@@ -449,7 +441,7 @@ impl Store {
             "UPDATE invoices SET decision = ?2 WHERE id = ?1",
             params![id, decision.as_str()],
         )?;
-        let view = self.settle(&tx, id, &[])?;
+        let view = self.settle(&tx, id, &[], None)?;
         tx.commit()?;
         self.wake(&conn);
         Ok(view)
@@ -475,7 +467,7 @@ impl Store {
             "UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, expires_at, now],
         )?;
-        let view = self.settle(&tx, id, &[])?;
+        let view = self.settle(&tx, id, &[], None)?;
         tx.commit()?;
         self.wake(&conn);
         Ok(view)

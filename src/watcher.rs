@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitcoind::NodeError;
 use crate::chain::Chain;
 use crate::chains::Kind;
-use crate::store::{Cursor, Store, StoreError, now};
+use crate::store::{Applied, ChainUpdate, Cursor, Store, StoreError, now};
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,13 @@ impl Ctx {
         Ok(())
     }
 
+    /// Commits one step of the follower, then follows the watch set's changes it made.
+    pub(crate) fn apply(&self, up: ChainUpdate) -> Result<Applied, WatchError> {
+        let applied = self.store.apply(self.name(), up)?;
+        self.chain.watchlist.apply(&applied.watch);
+        Ok(applied)
+    }
+
     /// Walks back to where the node's best chain leaves ours.
     pub(crate) async fn fork(
         &self,
@@ -107,9 +114,6 @@ pub(crate) trait Follower: Send {
     fn poll(&mut self, started: i64) -> impl Future<Output = Result<(), WatchError>> + Send;
 }
 
-/// How often the watchlist is rebuilt from the database, dropping addresses no
-/// longer watched.
-const RELOAD_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Follows one chain until `shutdown` is cancelled or the chain must halt.
@@ -140,7 +144,7 @@ async fn follow(
     let name = chain.settings.name.clone();
     let poll = chain.settings.poll_interval;
     chain.set_status(|s| s.running = true);
-    let mut reloaded: Option<Instant> = None;
+    let mut loaded = false;
     let mut delay = poll;
     loop {
         let started = now();
@@ -149,12 +153,13 @@ async fn follow(
         #[cfg(debug_assertions)]
         stall_for_tests(&shutdown).await;
         let mut result = Ok(());
-        if reloaded.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
+        // The watch set is read once; from then on the commits that decide it change it.
+        if !loaded {
             result = chain
                 .watchlist
-                .reload(|| store.watched(&name))
+                .load(|| store.watched(&name))
                 .map_err(WatchError::from);
-            reloaded = result.is_ok().then(Instant::now);
+            loaded = result.is_ok();
         }
         if result.is_ok() {
             result = follower.poll(started).await;

@@ -148,6 +148,125 @@ async fn expiry_unpaid_underpaid_then_a_late_payment() {
     assert!(t.contains(&"payment.confirmed".to_string()), "{t:?}");
 }
 
+/// Deadlines come from the deadline index, not from looking at every open invoice: an
+/// unpaid invoice expires, a payment outstays the confirmation window, and addresses
+/// leave the watch set when their window has ended and their payments are final,
+/// each at its own time and without a restart.
+#[tokio::test]
+async fn invoices_expire_time_out_and_leave_the_watch_set_at_their_deadlines() {
+    let (node, mut payer, daemon) =
+        setup("late_payment_window = 2\nconfirmation_window = 3\nfinal_confirmations = 2").await;
+    let mut admin = daemon.admin().await;
+    let unpaid = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 2}))
+        .await;
+    let waiting = admin
+        .invoice(json!({"amount": "0.1", "expires_in": 2}))
+        .await;
+    let kept = admin.invoice(json!({"amount": "0.1"})).await;
+    let (unpaid_id, waiting_id) = (
+        unpaid["id"].as_str().unwrap(),
+        waiting["id"].as_str().unwrap(),
+    );
+    let tx = payer
+        .pay(&node, waiting["address"].as_str().unwrap(), "0.1", false)
+        .await;
+    let paid = admin
+        .wait_status(waiting_id, "WAITING_FOR_CONFIRMATIONS")
+        .await;
+    let seen_at = paid["payments"][0]["seen_at"].as_i64().unwrap();
+
+    let inv = admin.wait_status(unpaid_id, "EXPIRED").await;
+    let expires_at = inv["expires_at"].as_i64().unwrap();
+    assert_eq!(inv["reason"], "unpaid");
+    // Judged at its deadline: once the clock passed expires_at, at the next poll.
+    let at = inv["updated_at"].as_i64().unwrap();
+    assert!((expires_at + 1..=expires_at + 3).contains(&at), "{inv}");
+
+    // Unconfirmed past confirmation_window (3 s), after its expiry: a timeout.
+    let inv = admin.wait_status(waiting_id, "EXPIRED").await;
+    assert_eq!(inv["reason"], "confirmation_timeout");
+    let at = inv["updated_at"].as_i64().unwrap();
+    assert!((seen_at + 4..=seen_at + 6).contains(&at), "{inv}");
+
+    // The unpaid one leaves 2 s after it closed; the other stays while its payment is
+    // in the mempool, and the open one stays.
+    let c = admin
+        .wait_chain("the expired unpaid address to leave the watch set", |c| {
+            c["watched_addresses"] == json!(2)
+        })
+        .await;
+    let unpaid_closed = admin.ok("invoice.get", json!({"id": unpaid_id})).await["updated_at"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (unpaid_closed + 2..=unpaid_closed + 5).contains(&unix_now()),
+        "{c}"
+    );
+    node.mine_to(1, &other_address()).await;
+    admin.wait_scanned(node.height().await).await;
+    let inv = admin.ok("invoice.get", json!({"id": waiting_id})).await;
+    assert_eq!(inv["payments"][0]["txid"], tx.compute_txid().to_string());
+    assert_eq!(inv["payments"][0]["state"], "CONFIRMED");
+    let c = admin.ok("chain.status", json!({})).await;
+    assert_eq!(c["chains"][0]["watched_addresses"], json!(2), "{c}");
+    // Final at two confirmations: then the address leaves too.
+    node.mine_to(1, &other_address()).await;
+    admin
+        .wait_chain("the final payment's address to leave the watch set", |c| {
+            c["watched_addresses"] == json!(1)
+        })
+        .await;
+
+    // The database agrees: a restart loads the same watch set.
+    let kept_id = kept["id"].as_str().unwrap();
+    let got = admin.ok("invoice.get", json!({"id": kept_id})).await;
+    assert_eq!(got["status"], "PENDING");
+    drop(admin);
+    let mut daemon = daemon;
+    daemon.kill();
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    let c = admin.wait_chain("any status", |_| true).await;
+    assert_eq!(c["watched_addresses"], json!(1), "{c}");
+}
+
+/// At the tip with nothing new, a poll writes nothing: the database's write-ahead log
+/// stays as it was while the watcher polls on.
+#[tokio::test]
+async fn an_idle_poll_writes_nothing() {
+    let (node, _payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    admin
+        .invoice(json!({"amount": "0.1", "expires_in": 3600}))
+        .await;
+    admin.wait_scanned(node.height().await).await;
+    let wal = daemon.dir.path().join("data/settled.db-wal");
+    let look = || {
+        let m = std::fs::metadata(&wal).unwrap();
+        (m.len(), m.modified().unwrap())
+    };
+    // A poll that began after the last write has ended.
+    let first = admin
+        .wait_chain("a poll", |c| c["last_poll_at"].is_i64())
+        .await;
+    let after = first["last_poll_at"].as_i64().unwrap() + 1;
+    admin
+        .wait_chain("a poll after the last write", |c| {
+            c["last_poll_at"].as_i64() > Some(after)
+        })
+        .await;
+    let before = look();
+    // Polls every 100 ms: some thirty in three seconds.
+    let from = unix_now();
+    admin
+        .wait_chain("three seconds of polls", |c| {
+            c["last_poll_at"].as_i64() >= Some(from + 3)
+        })
+        .await;
+    assert_eq!(look(), before, "idle polls wrote to the database");
+}
+
 #[tokio::test]
 async fn late_payments_complete_when_the_chain_accepts_them() {
     let (node, mut payer, daemon) = setup("accept_late_payments = true").await;

@@ -122,6 +122,20 @@ ALTER TABLE payments ADD COLUMN detected INTEGER NOT NULL DEFAULT 0;
 UPDATE payments SET detected = rowid;
 CREATE INDEX payments_detected ON payments(detected);
 "#,
+    // Per-poll work that does not grow with the invoices kept. `wake_at`: when the clock
+    // alone may next move the invoice (expiry, the confirmation window, the end of the
+    // watch window); `watched`: its address is in the watch set. Invoices of the last
+    // release are all due once, and the first poll sets both from the lifecycle.
+    r#"
+ALTER TABLE invoices ADD COLUMN wake_at INTEGER;
+ALTER TABLE invoices ADD COLUMN watched INTEGER NOT NULL DEFAULT 1;
+UPDATE invoices SET wake_at = 0;
+CREATE INDEX invoices_wake ON invoices(chain, wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX invoices_watched ON invoices(chain) WHERE watched = 1;
+CREATE INDEX invoices_unfinal ON invoices(chain) WHERE status = 'COMPLETED' AND decision IS NULL;
+CREATE INDEX payments_pending ON payments(chain, txid) WHERE state = 'PENDING';
+CREATE INDEX payments_confirming ON payments(chain) WHERE state = 'CONFIRMED' AND confirmed_notified = 0;
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.
@@ -184,6 +198,15 @@ mod tests {
                 ("00".into(), "5000000".into(), 2)
             ]
         );
+        // Every invoice watched and due once: the first poll judges each again.
+        let (wake, watched): (i64, bool) = conn
+            .query_row(
+                "SELECT wake_at, watched FROM invoices WHERE id = 'inv'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((wake, watched), (0, true));
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();

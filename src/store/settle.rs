@@ -4,15 +4,17 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use super::{Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
 use crate::amount::U256;
 use crate::chains::Policy;
 use crate::events::{self, EventKind};
-use crate::invoice::{Decision, Payment, Reason, Status, invoice_json, payment_json};
-use crate::lifecycle::{self, Facts};
+use crate::invoice::{
+    Decision, Invoice, Payment, PaymentState, Reason, Status, invoice_json, payment_json,
+};
+use crate::lifecycle::{self, Facts, Outcome};
 
 /// A payment the watcher found (output `index` of `txid` paying the invoice).
 #[derive(Debug, Clone)]
@@ -54,6 +56,18 @@ pub(crate) struct ChainUpdate {
     pub(crate) finalized: Option<u64>,
 }
 
+impl ChainUpdate {
+    /// Nothing in it but the time of a poll (and the finalized block, which may be
+    /// unchanged): an idle poll, which need not write.
+    fn nothing_to_write(&self) -> bool {
+        self.disconnect_above.is_none()
+            && self.connect.is_empty()
+            && self.rescanned.is_empty()
+            && self.mempool.is_empty()
+            && self.evicted.is_empty()
+    }
+}
+
 /// What a chain update did that the watcher must act on.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
@@ -61,10 +75,31 @@ pub(crate) struct Applied {
     pub(crate) new_payments: usize,
     /// Final invoices whose payments a reorganisation touched: an alarm.
     pub(crate) final_reorged: Vec<String>,
+    /// Addresses that joined or left the watch set in this commit.
+    pub(crate) watch: Vec<WatchChange>,
+}
+
+/// An address joining (`watch`) or leaving the watch set, decided in the transaction
+/// that judged its invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WatchChange {
+    pub(crate) script: Vec<u8>,
+    pub(crate) invoice_id: String,
+    pub(crate) watch: bool,
 }
 
 /// Number of recent block hashes kept per chain beyond the reorg limit.
 const EXTRA_BLOCKS_KEPT: u64 = 10;
+
+/// The most invoices whose deadline came that one poll judges; the rest wait for the
+/// next poll, so a crowd expiring at once (or a migrated database) never makes one
+/// long transaction.
+const DUE_PER_POLL: u32 = 2_000;
+
+/// How often an invoice past its watch window is looked at again while a confirmed
+/// payment of it is still short of final (`lifecycle.md`: watched while any payment
+/// is). Few invoices are ever in that state, and only for a few blocks.
+const UNFINAL_RECHECK: i64 = 10;
 
 impl Store {
     /// Applies one watcher step: blocks, payments, evictions, the new cursor and every
@@ -74,15 +109,21 @@ impl Store {
         let now = now();
         let connected = up.connect.len() as u64;
         let mut conn = self.conn();
+        // An idle poll writes nothing: no transaction, no fsync, no lock held long.
+        if up.nothing_to_write() {
+            let due = up.synced_at.is_some() && !due(&conn, chain, now, 1)?.is_empty();
+            let finality_same = up.finalized.is_none()
+                || cursor_of(&conn, chain)?.is_some_and(|c| c.finalized == up.finalized);
+            if !due && finality_same {
+                return Ok(Applied::default());
+            }
+        }
         let tx = conn.transaction()?;
         let mut applied = Applied::default();
         let mut changes: Vec<(String, PaymentChange)> = Vec::new();
 
         if let Some(fork) = up.disconnect_above {
-            let mut st = tx.prepare(
-                "SELECT p.invoice_id, i.decision FROM payments p JOIN invoices i ON i.id = p.invoice_id
-                 WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND p.block_height > ?2",
-            )?;
+            let mut st = tx.prepare(DISCONNECTED)?;
             let rows: Vec<(String, Option<String>)> = st
                 .query_map(params![chain, fork], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
@@ -137,10 +178,7 @@ impl Store {
         for f in &up.mempool {
             applied.new_payments += record(&tx, chain, f, None, now, &mut changes)?;
         }
-        let mut drop_tx = tx.prepare(
-            "UPDATE payments SET state = 'DROPPED' WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING'
-             RETURNING invoice_id, idx",
-        )?;
+        let mut drop_tx = tx.prepare(EVICT)?;
         for txid in &up.evicted {
             let rows: Vec<(String, u32)> = drop_tx
                 .query_map(params![chain, txid], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -179,7 +217,7 @@ impl Store {
         // The clock can only move invoices once the watcher has caught up with the node
         // (expiry waits for that), so catching up block by block skips this.
         if up.synced_at.is_some() {
-            ids.extend(clock_sensitive(&tx, chain, policy, now)?);
+            ids.extend(due(&tx, chain, now, DUE_PER_POLL)?);
         }
         for id in ids {
             let own: Vec<&PaymentChange> = changes
@@ -187,7 +225,7 @@ impl Store {
                 .filter(|(i, _)| *i == id)
                 .map(|(_, c)| c)
                 .collect();
-            self.settle(&tx, &id, &own)?;
+            self.settle(&tx, &id, &own, Some(&mut applied.watch))?;
         }
         tx.commit()?;
         self.wake(&conn);
@@ -197,18 +235,22 @@ impl Store {
     }
 
     /// Recomputes one invoice and writes what changed, with its events; returns the
-    /// invoice object as it now stands.
+    /// invoice object as it now stands. With `watch`, the invoice's address joins or
+    /// leaves the watch set here and the change is reported there; without (the API's
+    /// decisions), a change is left due for the watcher's next poll.
     pub(super) fn settle(
         &self,
         tx: &Transaction<'_>,
         id: &str,
         changes: &[&PaymentChange],
+        watch: Option<&mut Vec<WatchChange>>,
     ) -> StoreResult<Value> {
         let now = now();
         let mut inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
         let policy = self.policy(&inv.chain)?;
         let cursor = cursor_of(tx, &inv.chain)?;
         let tip = cursor.as_ref().map(|c| c.height);
+        let finalized = cursor.as_ref().and_then(|c| c.finalized);
         let pays = load_payments(tx, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
@@ -216,7 +258,7 @@ impl Store {
             tip,
             now,
             synced_at: cursor.as_ref().and_then(|c| c.synced_at),
-            finalized: cursor.and_then(|c| c.finalized),
+            finalized,
             policy,
         });
 
@@ -275,6 +317,8 @@ impl Store {
             )?;
         }
 
+        schedule(tx, &inv, &pays, &out, policy, (tip, finalized), now, watch)?;
+
         // Events, after the change they describe, in the order a backend expects:
         // what happened to payments, then what it did to the invoice.
         let view = invoice_json(&inv, &pays, &out, tip);
@@ -330,6 +374,13 @@ pub(super) enum PaymentChange {
     Moved,
 }
 
+const RECORDED: &str = "SELECT state FROM payments WHERE chain = ?1 AND txid = ?2 AND idx = ?3";
+
+const NEW_PAYMENT: &str = "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state,
+         block_height, block_hash, seen_at, rbf, detected)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+             (SELECT COALESCE(MAX(detected), 0) + 1 FROM payments))";
+
 /// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
 fn record(
     tx: &Transaction<'_>,
@@ -340,11 +391,8 @@ fn record(
     changes: &mut Vec<(String, PaymentChange)>,
 ) -> StoreResult<usize> {
     let existing: Option<String> = tx
-        .query_row(
-            "SELECT state FROM payments WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-            params![chain, f.txid, f.index],
-            |r| r.get(0),
-        )
+        .prepare_cached(RECORDED)?
+        .query_row(params![chain, f.txid, f.index], |r| r.get(0))
         .optional()?;
     let detected = || PaymentChange::Detected {
         txid: f.txid.clone(),
@@ -354,23 +402,22 @@ fn record(
         (None, _) => {
             // Found first in a block: its time, never later than now.
             let seen_at = block.map_or(now, |b| b.time.min(now));
-            tx.execute(
-                "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, block_height, block_hash, seen_at, rbf, detected)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                         (SELECT COALESCE(MAX(detected), 0) + 1 FROM payments))",
-                params![
-                    chain,
-                    f.txid,
-                    f.index,
-                    f.invoice_id,
-                    f.amount.to_string(),
-                    if block.is_some() { "CONFIRMED" } else { "PENDING" },
-                    block.map(|b| b.height),
-                    block.map(|b| b.hash.clone()),
-                    seen_at,
-                    f.rbf,
-                ],
-            )?;
+            tx.prepare_cached(NEW_PAYMENT)?.execute(params![
+                chain,
+                f.txid,
+                f.index,
+                f.invoice_id,
+                f.amount.to_string(),
+                if block.is_some() {
+                    "CONFIRMED"
+                } else {
+                    "PENDING"
+                },
+                block.map(|b| b.height),
+                block.map(|b| b.hash.clone()),
+                seen_at,
+                f.rbf,
+            ])?;
             changes.push((f.invoice_id.clone(), detected()));
             return Ok(1);
         }
@@ -413,36 +460,153 @@ fn set_cursor(
     Ok(())
 }
 
-/// Invoices whose status may move with the tip or the finalized block: payments not
-/// yet confirmed enough to have been announced, or completed invoices not yet final.
-fn confirming(tx: &Transaction<'_>, chain: &str) -> StoreResult<Vec<String>> {
-    let mut st = tx.prepare(
-        "SELECT DISTINCT p.invoice_id FROM payments p JOIN invoices i ON i.id = p.invoice_id
-         WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND
-               (p.confirmed_notified = 0 OR (i.status = 'COMPLETED' AND i.decision IS NULL))",
-    )?;
+// `INDEXED BY`: the planner would rather read every completed invoice through
+// `invoices_chain_status`, which grows with the history kept.
+const CONFIRMING: &str = "SELECT invoice_id FROM payments
+     WHERE chain = ?1 AND state = 'CONFIRMED' AND confirmed_notified = 0
+     UNION
+     SELECT id FROM invoices INDEXED BY invoices_unfinal
+     WHERE chain = ?1 AND status = 'COMPLETED' AND decision IS NULL";
+
+const DISCONNECTED: &str = "SELECT p.invoice_id, i.decision FROM payments p
+     JOIN invoices i ON i.id = p.invoice_id
+     WHERE p.chain = ?1 AND p.state = 'CONFIRMED' AND p.block_height > ?2";
+
+const EVICT: &str = "UPDATE payments SET state = 'DROPPED'
+     WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING' RETURNING invoice_id, idx";
+
+const DUE: &str =
+    "SELECT id FROM invoices WHERE chain = ?1 AND wake_at <= ?2 ORDER BY wake_at LIMIT ?3";
+
+/// Invoices whose status may move with the tip or the finalized block: confirmed
+/// payments not yet confirmed enough to have been announced, or completed invoices not
+/// yet final. Both read from partial indexes that hold only those.
+fn confirming(tx: &Connection, chain: &str) -> StoreResult<Vec<String>> {
+    let mut st = tx.prepare_cached(CONFIRMING)?;
     let rows = st.query_map(params![chain], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Invoices the clock may move: past `expires_at`, or waiting on a payment that may
-/// outstay the confirmation window.
-fn clock_sensitive(
-    tx: &Transaction<'_>,
+/// Invoices whose deadline (`wake_at`) has come, earliest first, at most `limit`: a
+/// range of the deadline index, whatever the number of invoices open.
+pub(super) fn due(
+    conn: &Connection,
     chain: &str,
-    policy: &Policy,
     now: i64,
+    limit: u32,
 ) -> StoreResult<Vec<String>> {
-    let mut st = tx.prepare(
-        "SELECT id FROM invoices i WHERE chain = ?1 AND decision IS NULL AND (
-            (status IN ('PENDING', 'PARTIAL') AND expires_at IS NOT NULL AND expires_at < ?2)
-            OR (status = 'WAITING_FOR_CONFIRMATIONS' AND EXISTS (
-                SELECT 1 FROM payments p WHERE p.invoice_id = i.id AND p.state = 'PENDING'
-                AND p.timed_out = 0 AND p.seen_at < ?3)))",
-    )?;
-    let window = i64::try_from(policy.confirmation_window).unwrap_or(i64::MAX);
-    let rows = st.query_map(params![chain, now, now.saturating_sub(window)], |r| {
-        r.get(0)
-    })?;
+    let mut st = conn.prepare_cached(DUE)?;
+    let rows = st.query_map(params![chain, now, limit], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Sets the invoice's next deadline and its place in the watch set (`lifecycle.md`,
+/// "How long an address is watched": until `late_payment_window` after it closed, and
+/// while any payment is short of final), writing only what changed.
+#[allow(clippy::too_many_arguments)]
+fn schedule(
+    tx: &Connection,
+    inv: &Invoice,
+    pays: &[Payment],
+    out: &Outcome,
+    policy: &Policy,
+    (tip, finalized): (Option<u64>, Option<u64>),
+    now: i64,
+    watch: Option<&mut Vec<WatchChange>>,
+) -> StoreResult<()> {
+    let (stored_wake, stored_watched, script): (Option<i64>, bool, Vec<u8>) = tx.query_row(
+        "SELECT wake_at, watched, script FROM invoices WHERE id = ?1",
+        [&inv.id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let late_window = i64::try_from(policy.late_payment_window).unwrap_or(i64::MAX);
+    let window_end = inv.closed_at.map(|c| c.saturating_add(late_window));
+    let in_window = window_end.is_none_or(|w| now < w);
+    let final_height = policy.final_height(tip, finalized);
+    let unfinal = pays.iter().any(|p| match p.state {
+        PaymentState::Pending => true,
+        PaymentState::Confirmed => p
+            .block_height
+            .zip(final_height)
+            .is_none_or(|(h, f)| h > f),
+        PaymentState::Dropped => false,
+    });
+    let wanted = in_window || unfinal;
+    let watched = match watch {
+        Some(list) if wanted != stored_watched => {
+            list.push(WatchChange {
+                script,
+                invoice_id: inv.id.clone(),
+                watch: wanted,
+            });
+            wanted
+        }
+        _ => stored_watched,
+    };
+    let watch_deadline = if watched != wanted {
+        Some(now)
+    } else if watched && !in_window {
+        // Kept for payments short of final. A pending one is judged again when it is
+        // mined or dropped; a confirmed one turns final only under later blocks.
+        let pending = pays.iter().any(|p| p.state == PaymentState::Pending);
+        (!pending).then(|| now.saturating_add(UNFINAL_RECHECK))
+    } else if watched {
+        window_end
+    } else {
+        None
+    };
+    let wake_at = out.wake_at.into_iter().chain(watch_deadline).min();
+    if (wake_at, watched) != (stored_wake, stored_watched) {
+        tx.prepare_cached("UPDATE invoices SET wake_at = ?2, watched = ?3 WHERE id = ?1")?
+            .execute(params![inv.id, wake_at, watched])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How SQLite runs `sql`: one line per step.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params: Vec<i64> = vec![0; st.parameter_count()];
+        st.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// Every query of a poll, a block or start-up reads an index: none scans a table
+    /// or a whole index, so none grows with the invoices and payments kept.
+    #[test]
+    fn per_poll_and_per_block_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
+        let conn = store.conn();
+        let queries = [
+            ("due", DUE, "invoices_wake"),
+            ("confirming", CONFIRMING, "payments_confirming"),
+            ("confirming", CONFIRMING, "invoices_unfinal"),
+            ("disconnected", DISCONNECTED, "payments_height"),
+            ("evict", EVICT, "payments_pending"),
+            ("pending", super::super::PENDING_TXIDS, "payments_pending"),
+            ("watched", super::super::WATCHED, "invoices_watched"),
+            ("record", RECORDED, "sqlite_autoindex_payments_1"),
+            ("detected", NEW_PAYMENT, "payments_detected"),
+        ];
+        for (name, sql, index) in queries {
+            let steps = plan(&conn, sql);
+            assert!(
+                steps.iter().any(|s| s.contains(index)),
+                "{name} does not use {index}: {steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|s| s.starts_with("SCAN")),
+                "{name} scans: {steps:?}"
+            );
+        }
+    }
 }

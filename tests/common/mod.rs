@@ -74,7 +74,7 @@ pub fn bitcoind_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SETTLED_BITCOIND") {
         return p.into();
     }
-    let p = cache_dir().join("bitcoin-core-kernel-sys-0.4.1/bin/bitcoind");
+    let p = cache_dir().join("bitcoin-core-kernel-sys-0.4.1-zmq/bin/bitcoind");
     assert!(
         p.exists(),
         "no bitcoind at {}: run scripts/build-bitcoind (scripts/test does), or set SETTLED_BITCOIND",
