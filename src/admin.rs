@@ -150,7 +150,7 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
 /// Answers one line: a request, or a batch of them.
 async fn handle_line(
     line: &str,
-    api: &Api,
+    api: &Arc<Api>,
     out: &mpsc::Sender<String>,
     conn: &CancellationToken,
 ) -> Option<Value> {
@@ -169,12 +169,17 @@ async fn handle_line(
             Err(RpcError::new(api::INVALID_REQUEST, "empty batch")),
         )),
         Value::Array(items) => {
-            let mut replies = Vec::new();
-            for item in items {
-                if let Some(r) = handle_request(item, api, out, conn).await {
-                    replies.push(r);
-                }
-            }
+            // The items run side by side (their writes share a commit); the answers keep
+            // the batch's order.
+            let replies: Vec<Value> = futures_util::future::join_all(
+                items
+                    .into_iter()
+                    .map(|item| handle_request(item, api, out, conn)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
             (!replies.is_empty()).then_some(Value::Array(replies))
         }
         other => handle_request(other, api, out, conn).await,
@@ -184,7 +189,7 @@ async fn handle_line(
 /// One request; `None` for a notification (no `id`), which gets no answer.
 async fn handle_request(
     req: Value,
-    api: &Api,
+    api: &Arc<Api>,
     out: &mpsc::Sender<String>,
     conn: &CancellationToken,
 ) -> Option<Value> {
@@ -216,7 +221,7 @@ async fn handle_request(
     };
     let params = obj.remove("params");
     if method == "events.subscribe" {
-        let sub = match Subscription::new(params, api) {
+        let sub = match Subscription::new(params, api).await {
             Ok(sub) => sub,
             Err(e) => return id.map(|id| response(id, Err(e))),
         };
@@ -249,7 +254,7 @@ struct Subscription {
 }
 
 impl Subscription {
-    fn new(params: Option<Value>, api: &Api) -> Result<Subscription, RpcError> {
+    async fn new(params: Option<Value>, api: &Api) -> Result<Subscription, RpcError> {
         let p = Params::new(params, &["after_seq"])?;
         // Subscribe to wake-ups before reading where to start, so no commit falls between.
         let wake = api.store.subscribe();
@@ -257,7 +262,7 @@ impl Subscription {
             Some(s) => {
                 i64::try_from(s).map_err(|_| RpcError::field("after_seq", "is too large"))?
             }
-            None => api.store.last_seq()?,
+            None => api.store.blocking(|s| s.last_seq()).await?,
         };
         Ok(Subscription {
             store: api.store.clone(),
@@ -268,7 +273,11 @@ impl Subscription {
 
     async fn forward(mut self, out: mpsc::Sender<String>, done: CancellationToken) {
         loop {
-            let page = match self.store.events_after(self.last, 1000, None) {
+            let last = self.last;
+            let page = self
+                .store
+                .blocking(move |s| s.events_after(last, 1000, None));
+            let page = match page.await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!("events.subscribe: {e}");

@@ -192,10 +192,26 @@ impl Api {
 
     /// Calls `method`; `events.subscribe` is the admin server's own.
     pub(crate) async fn call(
-        &self,
+        self: &Arc<Self>,
         method: &str,
         params: Option<Value>,
     ) -> Result<Value, RpcError> {
+        match method {
+            "invoice.rescan" => self.rescan(params).await,
+            "daemon.backup" => self.backup(params).await,
+            _ => {
+                // Every other method is a database call: on a blocking thread, so that
+                // requests (a batch's items too) run side by side and none holds an
+                // async worker.
+                let (api, method) = (Arc::clone(self), method.to_string());
+                tokio::task::spawn_blocking(move || api.call_blocking(&method, params))
+                    .await
+                    .unwrap_or_else(|e| Err(internal(anyhow::anyhow!("{e}"))))
+            }
+        }
+    }
+
+    fn call_blocking(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         match method {
             "invoice.create" => self.create(params),
             "invoice.get" => self.get(params),
@@ -204,11 +220,9 @@ impl Api {
             "invoice.mark_completed" => self.decide(params, Action::MarkCompleted),
             "invoice.mark_refunded" => self.decide(params, Action::MarkRefunded),
             "invoice.extend" => self.extend(params),
-            "invoice.rescan" => self.rescan(params).await,
             "chain.status" => self.chain_status(params),
             "events.list" => self.events_list(params),
             "daemon.status" => self.daemon_status(params),
-            "daemon.backup" => self.backup(params).await,
             "webhook.deliveries" => self.deliveries(params),
             "webhook.redeliver" => self.redeliver(params),
             _ => Err(RpcError::new(

@@ -5,6 +5,7 @@
 //! looks at the mempool; evictions are judged only when it is at the node's tip.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bitcoin::{Block, Transaction, Txid};
 
@@ -65,7 +66,7 @@ impl Follower {
         // The mempool, then a second look at the tip: a block that arrived in between
         // may have mined what left the mempool, so evictions wait for a calm poll.
         let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
-        let cursor = self.ctx.cursor()?;
+        let cursor = self.ctx.cursor().await?;
         let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
         let mut seen = Vec::new();
         for txid in txids.difference(&self.mempool) {
@@ -87,8 +88,8 @@ impl Follower {
         let found: Vec<Found> = seen.into_iter().flat_map(|(_, _, hits)| hits).collect();
         let evicted: Vec<String> = if at_tip {
             self.ctx
-                .store
-                .pending_txids(self.name())?
+                .store(|s, name| s.pending_txids(name))
+                .await?
                 .into_iter()
                 .filter(|t| t.parse::<Txid>().is_ok_and(|t| !txids.contains(&t)))
                 .collect()
@@ -98,12 +99,14 @@ impl Follower {
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment left the mempool unmined");
         }
-        self.ctx.apply(ChainUpdate {
-            mempool: found,
-            evicted,
-            synced_at: at_tip.then_some(started),
-            ..Default::default()
-        })?;
+        self.ctx
+            .apply(ChainUpdate {
+                mempool: found,
+                evicted,
+                synced_at: at_tip.then_some(started),
+                ..Default::default()
+            })
+            .await?;
         self.mempool = txids;
         // At the tip the node's height is ours; ask only when a block came in between.
         let node_height = if at_tip {
@@ -120,7 +123,7 @@ impl Follower {
     /// Waits out a node in initial block download before choosing where to start,
     /// unless `start_height` says where.
     async fn first_cursor(&self) -> Result<(), WatchError> {
-        if self.ctx.store.cursor(self.name())?.is_none()
+        if self.ctx.store(|s, name| s.cursor(name)).await?.is_none()
             && self.ctx.chain.settings.start_height.is_none()
         {
             let info = self.node().chain_info().await?;
@@ -139,7 +142,7 @@ impl Follower {
     async fn sync_blocks(&mut self) -> Result<(), WatchError> {
         self.first_cursor().await?;
         loop {
-            let cur = self.ctx.step()?;
+            let cur = self.ctx.step().await?;
             // Compare tips first: the steady state costs one call.
             if self.node().best_block_hash().await?.to_string() == cur.hash {
                 return Ok(());
@@ -154,10 +157,12 @@ impl Follower {
                 continue;
             }
             let found = self.block_found(cur.height + 1, &block);
-            self.ctx.apply(ChainUpdate {
-                connect: vec![found],
-                ..Default::default()
-            })?;
+            self.ctx
+                .apply(ChainUpdate {
+                    connect: vec![found],
+                    ..Default::default()
+                })
+                .await?;
         }
     }
 
@@ -185,11 +190,14 @@ impl Follower {
             prev = hash.to_string();
             blocks.push(self.block_found(height, &block));
         }
-        let applied = self.ctx.apply(ChainUpdate {
-            disconnect_above: Some(fork),
-            connect: blocks,
-            ..Default::default()
-        })?;
+        let applied = self
+            .ctx
+            .apply(ChainUpdate {
+                disconnect_above: Some(fork),
+                connect: blocks,
+                ..Default::default()
+            })
+            .await?;
         watcher::alarm_if_final(&self.ctx.chain, cur, fork, &applied.final_reorged);
         Ok(())
     }
@@ -242,7 +250,7 @@ fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) 
 /// invoice's creation) to the cursor for payments to the invoice that were missed.
 pub(crate) async fn rescan(
     chain: &Chain,
-    store: &Store,
+    store: &Arc<Store>,
     invoice_id: &str,
     from_height: Option<u64>,
 ) -> anyhow::Result<usize> {
@@ -250,22 +258,27 @@ pub(crate) async fn rescan(
         .bitcoind
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
-    let name = &chain.settings.name;
-    let (_, script, created_height) = store.invoice_target(invoice_id)?;
-    let Some(cursor) = store.cursor(name)? else {
+    let name = chain.settings.name.clone();
+    let (id, n) = (invoice_id.to_string(), name.clone());
+    let (target, cursor) = store
+        .blocking(move |s| Ok((s.invoice_target(&id)?, s.cursor(&n)?)))
+        .await?;
+    let (_, script, created_height) = target;
+    let Some(cursor) = cursor else {
         return Ok(0);
     };
     let from = from_height.or(created_height).unwrap_or(cursor.height);
+    let n = name.clone();
+    let ours = store
+        .blocking(move |s| s.block_hashes(&n, from, cursor.height))
+        .await?;
     let mut blocks = Vec::new();
     for height in from..=cursor.height {
         let Some(hash) = node.block_hash(height).await? else {
             break;
         };
         // Only blocks on the chain the store knows; the watcher handles the rest.
-        if store
-            .block_hash(name, height)?
-            .is_some_and(|ours| ours != hash.to_string())
-        {
+        if ours.get(&height).is_some_and(|o| *o != hash.to_string()) {
             continue;
         }
         let block = node.block(&hash).await?;
@@ -276,13 +289,11 @@ pub(crate) async fn rescan(
             blocks.push(found);
         }
     }
-    let applied = store.apply(
-        name,
-        ChainUpdate {
-            rescanned: blocks,
-            ..Default::default()
-        },
-    )?;
+    let update = ChainUpdate {
+        rescanned: blocks,
+        ..Default::default()
+    };
+    let applied = store.blocking(move |s| s.apply(&name, update)).await?;
     chain.watchlist.apply(&applied.watch);
     Ok(applied.new_payments)
 }

@@ -33,15 +33,9 @@ impl Watchlist {
         self.write().insert(script, invoice_id);
     }
 
-    /// Adds what `load` returns (the database's watch set at start), holding the lock
-    /// throughout so that no concurrent `insert` is lost.
-    pub(crate) fn load<E>(
-        &self,
-        load: impl FnOnce() -> Result<Vec<(Vec<u8>, String)>, E>,
-    ) -> Result<(), E> {
-        let mut map = self.write();
-        map.extend(load()?);
-        Ok(())
+    /// Adds the database's watch set, read at start; what was inserted meanwhile stays.
+    pub(crate) fn load(&self, set: Vec<(Vec<u8>, String)>) {
+        self.write().extend(set);
     }
 
     /// Follows the watch set's changes a commit made.

@@ -11,6 +11,7 @@
 //! follower is back at the tip.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use alloy::primitives::{Address, B256, U256};
 
@@ -109,19 +110,21 @@ impl Follower {
         // hold are gone (the chain has no mempool stage to keep them in).
         let evicted: Vec<String> = self
             .ctx
-            .store
-            .pending_txids(self.name())?
+            .store(|s, name| s.pending_txids(name))
+            .await?
             .into_iter()
             .collect();
         for e in &evicted {
             tracing::info!(chain = %self.name(), txid = %e, "payment's block left the chain and the payment did not come back");
         }
-        self.ctx.apply(ChainUpdate {
-            evicted,
-            synced_at: Some(started),
-            finalized,
-            ..Default::default()
-        })?;
+        self.ctx
+            .apply(ChainUpdate {
+                evicted,
+                synced_at: Some(started),
+                finalized,
+                ..Default::default()
+            })
+            .await?;
         self.ctx.chain.set_status(|s| {
             s.node_height = Some(node_height);
             s.finalized_height = finalized.or(s.finalized_height);
@@ -148,7 +151,7 @@ impl Follower {
     async fn sync_blocks(&mut self) -> Result<u64, WatchError> {
         self.ctx.first_cursor(self.node()).await?;
         loop {
-            let cur = self.ctx.step()?;
+            let cur = self.ctx.step().await?;
             let (tip, tip_hash) = self.node().tip().await?;
             self.ctx.chain.set_status(|s| s.node_height = Some(tip));
             if tip_hash.to_string() == cur.hash {
@@ -167,10 +170,12 @@ impl Follower {
                 continue;
             }
             let connect = blocks.into_iter().take(linked).map(|(b, _)| b).collect();
-            self.ctx.apply(ChainUpdate {
-                connect,
-                ..Default::default()
-            })?;
+            self.ctx
+                .apply(ChainUpdate {
+                    connect,
+                    ..Default::default()
+                })
+                .await?;
         }
     }
 
@@ -191,11 +196,14 @@ impl Follower {
             )
             .into());
         }
-        let applied = self.ctx.apply(ChainUpdate {
-            disconnect_above: Some(fork.height),
-            connect: blocks.into_iter().map(|(b, _)| b).collect(),
-            ..Default::default()
-        })?;
+        let applied = self
+            .ctx
+            .apply(ChainUpdate {
+                disconnect_above: Some(fork.height),
+                connect: blocks.into_iter().map(|(b, _)| b).collect(),
+                ..Default::default()
+            })
+            .await?;
         watcher::alarm_if_final(&self.ctx.chain, cur, fork.height, &applied.final_reorged);
         Ok(())
     }
@@ -427,7 +435,7 @@ fn internal_payments(
 /// returned (an alarm for the operator, never a payment).
 pub(crate) async fn rescan(
     chain: &Chain,
-    store: &Store,
+    store: &Arc<Store>,
     invoice_id: &str,
     from_height: Option<u64>,
 ) -> anyhow::Result<(usize, Option<U256>)> {
@@ -435,37 +443,47 @@ pub(crate) async fn rescan(
         .ethnode
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
-    let name = &chain.settings.name;
-    let (_, key, created_height) = store.invoice_target(invoice_id)?;
-    let Some(cursor) = store.cursor(name)? else {
+    let name = chain.settings.name.clone();
+    let (id, n) = (invoice_id.to_string(), name.clone());
+    let (target, cursor) = store
+        .blocking(move |s| Ok((s.invoice_target(&id)?, s.cursor(&n)?)))
+        .await?;
+    let (_, key, created_height) = target;
+    let Some(cursor) = cursor else {
         return Ok((0, None));
     };
     let owner = |k: &[u8]| (k == key.as_slice()).then(|| invoice_id.to_string());
-    let mut blocks = Vec::new();
     let mut start = from_height.or(created_height).unwrap_or(cursor.height);
+    let n = name.clone();
+    let ours = store
+        .blocking(move |s| s.block_hashes(&n, start, cursor.height))
+        .await?;
+    let mut blocks = Vec::new();
     while start <= cursor.height {
         let end = cursor.height.min(start + BLOCKS_PER_STEP - 1);
         for (b, _) in read(chain, start, end, &owner).await? {
             // Only blocks on the chain the store knows; the follower handles the rest.
-            let ours = store.block_hash(name, b.height)?;
-            if !b.payments.is_empty() && ours.is_none_or(|h| h == b.hash) {
+            let held = ours.get(&b.height);
+            if !b.payments.is_empty() && held.is_none_or(|h| *h == b.hash) {
                 blocks.push(b);
             }
         }
         start = end + 1;
     }
-    let applied = store.apply(
-        name,
-        ChainUpdate {
-            rescanned: blocks,
-            ..Default::default()
-        },
-    )?;
+    let update = ChainUpdate {
+        rescanned: blocks,
+        ..Default::default()
+    };
+    let n = name.clone();
+    let applied = store.blocking(move |s| s.apply(&n, update)).await?;
     chain.watchlist.apply(&applied.watch);
     let unexplained = if key.len() == 20 && !chain.settings.trace_internal_transfers {
         let address = Address::from_slice(&key);
         let balance = node.balance(address, cursor.height).await?;
-        let recorded = store.confirmed_total(invoice_id, cursor.height)?;
+        let id = invoice_id.to_string();
+        let recorded = store
+            .blocking(move |s| s.confirmed_total(&id, cursor.height))
+            .await?;
         let gap = balance.saturating_sub(recorded);
         if !gap.is_zero() {
             tracing::warn!(chain = %name, invoice = invoice_id, "the address holds more than its recorded payments explain: {gap} base units (ETH sent by a contract, not traced?)");

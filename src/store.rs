@@ -6,9 +6,10 @@
 //! nothing twice.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
@@ -23,8 +24,10 @@ use crate::invoice::{
 use crate::lifecycle::{self, Facts};
 
 mod outbox;
+mod readers;
 mod schema;
 mod settle;
+mod writer;
 
 pub(crate) use outbox::enqueue;
 pub(crate) use outbox::{Attempt, Due, Outbox};
@@ -67,9 +70,15 @@ const PENDING_TXIDS: &str =
 
 const WATCHED: &str = "SELECT script, id FROM invoices WHERE chain = ?1 AND watched = 1";
 
-/// The database.
+/// The database: one writer thread, a pool of read connections, and what both share.
 pub(crate) struct Store {
-    conn: Mutex<Connection>,
+    shared: Arc<Shared>,
+    writer: writer::Writer,
+    readers: readers::Readers,
+}
+
+/// What the writer's jobs and the readers share.
+pub(crate) struct Shared {
     /// The database file, for online backups from a connection of their own.
     path: std::path::PathBuf,
     /// Each chain's policy, by chain name: what the store judges invoices by.
@@ -158,74 +167,92 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(readers::STATEMENTS_CACHED);
         schema::migrate(&mut conn)?;
         let (events_tx, _) = broadcast::channel(1024);
         let woken = AtomicI64::new(last_seq_of(&conn)?);
-        Ok(Store {
-            conn: Mutex::new(conn),
+        let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             policies,
             events_tx,
             woken,
             outbox,
             outbox_ready: tokio::sync::Notify::new(),
+        });
+        Ok(Store {
+            writer: writer::Writer::start(conn, shared.clone())?,
+            readers: readers::Readers::new(path),
+            shared,
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-written transaction
-        // (rusqlite rolls back on drop), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Runs `f` on a blocking thread, so that no database call holds an async worker
+    /// (a write waits there for its group commit, a read for SQLite).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Internal(anyhow::anyhow!("a database call failed: {e}")))?
     }
 
-    /// Wakes up on every commit that wrote events, with the last `seq`.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<i64> {
-        self.events_tx.subscribe()
+    /// A read connection: it sees the last commit and never waits for the writer.
+    fn read(&self) -> StoreResult<readers::Reader<'_>> {
+        Ok(self.readers.get()?)
     }
 
-    fn policy(&self, chain: &str) -> anyhow::Result<&Policy> {
-        self.policies
-            .get(chain)
-            .ok_or_else(|| anyhow::anyhow!("chain {chain} is not configured"))
+    /// Runs `f` in the writer's next group commit; returns once that is durable.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.writer.write(f)
     }
 
     // ---- chain cursor -------------------------------------------------------------
 
     /// The chain's cursor, if its watcher ever started.
     pub(crate) fn cursor(&self, chain: &str) -> StoreResult<Option<Cursor>> {
-        Ok(cursor_of(&self.conn(), chain)?)
+        Ok(cursor_of(&*self.read()?, chain)?)
     }
 
     /// Sets the first cursor of a chain (first run only).
     pub(crate) fn init_cursor(&self, chain: &str, height: u64, hash: &str) -> StoreResult<()> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
-             ON CONFLICT(chain) DO NOTHING",
-            params![chain, height, hash, now()],
-        )?;
-        conn.execute(
-            "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
-            params![chain, height, hash],
-        )?;
-        Ok(())
+        let (chain, hash) = (chain.to_string(), hash.to_string());
+        self.write(move |_, conn| {
+            conn.execute(
+                "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
+                 ON CONFLICT(chain) DO NOTHING",
+                params![chain, height, hash, now()],
+            )?;
+            conn.execute(
+                "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
+                params![chain, height, hash],
+            )?;
+            Ok(())
+        })
     }
 
-    /// The hash the store holds for `height`, if it is among the recent blocks.
-    pub(crate) fn block_hash(&self, chain: &str, height: u64) -> StoreResult<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT hash FROM blocks WHERE chain = ?1 AND height = ?2",
-                params![chain, height],
-                |r| r.get(0),
-            )
-            .optional()?)
+    /// The hashes the store holds for heights `from..=to` (only recent blocks are kept).
+    pub(crate) fn block_hashes(
+        &self,
+        chain: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<std::collections::BTreeMap<u64, String>> {
+        let conn = self.read()?;
+        let mut st = conn.prepare_cached(
+            "SELECT height, hash FROM blocks WHERE chain = ?1 AND height BETWEEN ?2 AND ?3",
+        )?;
+        let rows = st.query_map(params![chain, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Transaction ids of the chain's `PENDING` payments.
     pub(crate) fn pending_txids(&self, chain: &str) -> StoreResult<BTreeSet<String>> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let mut st = conn.prepare_cached(PENDING_TXIDS)?;
         let rows = st.query_map([chain], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -234,7 +261,7 @@ impl Store {
     /// The chain's watch set as the database holds it (`lifecycle.md`, "How long an
     /// address is watched"), read once at start; commits change it from then on.
     pub(crate) fn watched(&self, chain: &str) -> StoreResult<Vec<(Vec<u8>, String)>> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let mut st = conn.prepare(WATCHED)?;
         let rows = st.query_map(params![chain], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -248,103 +275,102 @@ impl Store {
         &self,
         new: NewInvoice,
         key_id: &str,
-        derive: impl Fn(u32) -> Result<(String, Vec<u8>), String>,
+        derive: impl FnOnce(u32) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> StoreResult<Created> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(key) = &new.idempotency_key {
-            let earlier: Option<(String, String)> = tx
-                .query_row(
-                    "SELECT id, request FROM invoices WHERE idempotency_key = ?1",
-                    [key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((id, request)) = earlier {
-                if request != new.request {
-                    return Err(StoreError::IdempotencyConflict);
+        let key_id = key_id.to_string();
+        self.write(move |db, tx| {
+            if let Some(key) = &new.idempotency_key {
+                let earlier: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT id, request FROM invoices WHERE idempotency_key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((id, request)) = earlier {
+                    if request != new.request {
+                        return Err(StoreError::IdempotencyConflict);
+                    }
+                    return Ok((db.invoice_view(tx, &id)?, None));
                 }
-                return Ok((self.invoice_view(&tx, &id)?, None));
             }
-        }
-        let index: u32 = tx
-            .query_row(
-                "SELECT next_index FROM derivation WHERE chain = ?1 AND key_id = ?2",
-                params![new.chain, key_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let (address, script) = derive(index).map_err(|e| anyhow::anyhow!(e))?;
-        tx.execute(
-            "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
-             ON CONFLICT(chain, key_id) DO UPDATE SET next_index = excluded.next_index",
-            params![new.chain, key_id, index + 1],
-        )?;
-        let now = now();
-        let id = uuid::Uuid::new_v4().to_string();
-        let created_height = cursor_of(&tx, &new.chain)?.map(|c| c.height);
-        let expires_at = new
-            .expires_in
-            .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-        tx.execute(
-            "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
-                amount_due, tolerance, confirmations, status, reason, decision, order_id, client_id,
-                email, title, description, callback_url, metadata, idempotency_key, request,
-                created_height, created_at, expires_at, updated_at, completed_at, closed_at, wake_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', NULL, NULL, ?12, ?13,
-                ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)",
-            params![
-                id,
-                new.chain,
-                new.asset,
-                new.decimals,
-                new.mode.as_str(),
-                address,
-                script,
-                index,
-                new.amount_due.map(|u| u.to_string()),
-                new.tolerance.to_string(),
-                new.confirmations,
-                new.order_id,
-                new.client_id,
-                new.email,
-                new.title,
-                new.description,
-                new.callback_url,
-                new.metadata.to_string(),
-                new.idempotency_key,
-                new.request,
-                created_height,
+            let index: u32 = tx
+                .query_row(
+                    "SELECT next_index FROM derivation WHERE chain = ?1 AND key_id = ?2",
+                    params![new.chain, key_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let (address, script) = derive(index).map_err(|e| anyhow::anyhow!(e))?;
+            tx.execute(
+                "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(chain, key_id) DO UPDATE SET next_index = excluded.next_index",
+                params![new.chain, key_id, index + 1],
+            )?;
+            let now = now();
+            let id = uuid::Uuid::new_v4().to_string();
+            let created_height = cursor_of(tx, &new.chain)?.map(|c| c.height);
+            let expires_at = new
+                .expires_in
+                .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+            tx.execute(
+                "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
+                    amount_due, tolerance, confirmations, status, reason, decision, order_id, client_id,
+                    email, title, description, callback_url, metadata, idempotency_key, request,
+                    created_height, created_at, expires_at, updated_at, completed_at, closed_at, wake_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', NULL, NULL, ?12, ?13,
+                    ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)",
+                params![
+                    id,
+                    new.chain,
+                    new.asset,
+                    new.decimals,
+                    new.mode.as_str(),
+                    address,
+                    script,
+                    index,
+                    new.amount_due.map(|u| u.to_string()),
+                    new.tolerance.to_string(),
+                    new.confirmations,
+                    new.order_id,
+                    new.client_id,
+                    new.email,
+                    new.title,
+                    new.description,
+                    new.callback_url,
+                    new.metadata.to_string(),
+                    new.idempotency_key,
+                    new.request,
+                    created_height,
+                    now,
+                    expires_at,
+                    // What the lifecycle says of an invoice nothing paid yet: the clock
+                    // moves it only at expiry.
+                    expires_at.map(|e| e.saturating_add(1)),
+                ],
+            )?;
+            let view = db.invoice_view(tx, &id)?;
+            events::insert(
+                tx,
+                db.outbox.as_ref(),
+                EventKind::InvoiceCreated,
+                &id,
                 now,
-                expires_at,
-                // What the lifecycle says of an invoice nothing paid yet: the clock
-                // moves it only at expiry.
-                expires_at.map(|e| e.saturating_add(1)),
-            ],
-        )?;
-        let view = self.invoice_view(&tx, &id)?;
-        events::insert(
-            &tx,
-            self.outbox.as_ref(),
-            EventKind::InvoiceCreated,
-            &id,
-            now,
-            json!({ "invoice": view }),
-        )?;
-        tx.commit()?;
-        self.wake(&conn);
-        Ok((view, Some((script, id))))
+                json!({ "invoice": view }),
+            )?;
+            Ok((view, Some((script, id))))
+        })
     }
 
     /// The invoice object, or `NotFound`.
     pub(crate) fn get_invoice(&self, id: &str) -> StoreResult<Value> {
-        self.invoice_view(&self.conn(), id)
+        self.invoice_view(&*self.read()?, id)
     }
 
     /// The invoice's chain and script (for rescans).
     pub(crate) fn invoice_target(&self, id: &str) -> StoreResult<(String, Vec<u8>, Option<u64>)> {
-        self.conn()
+        self.read()?
             .query_row(
                 "SELECT chain, script, created_height FROM invoices WHERE id = ?1",
                 [id],
@@ -356,7 +382,7 @@ impl Store {
 
     /// The sum of the invoice's payments confirmed at or below `height`.
     pub(crate) fn confirmed_total(&self, id: &str, height: u64) -> StoreResult<U256> {
-        let pays = load_payments(&self.conn(), id)?;
+        let pays = load_payments(&*self.read()?, id)?;
         Ok(crate::amount::sum(
             pays.iter()
                 .filter(|p| {
@@ -369,7 +395,7 @@ impl Store {
 
     /// `invoice.list`: newest first, `limit` a page, with the cursor of the next page.
     pub(crate) fn list_invoices(&self, f: &ListFilter) -> StoreResult<(Vec<Value>, Option<i64>)> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let mut st = conn.prepare(
             "SELECT rowid, id FROM invoices WHERE
                 (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR chain = ?2) AND
@@ -407,70 +433,75 @@ impl Store {
 
     /// `invoice.void`, `invoice.mark_completed`, `invoice.mark_refunded`.
     pub(crate) fn decide(&self, id: &str, action: Action) -> StoreResult<Value> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let inv = load_invoice(&tx, id)?.ok_or(StoreError::NotFound)?;
-        let allowed = match action {
-            // Voiding is for invoices nobody paid in full; a paid one is refunded.
-            Action::Void => matches!(
-                inv.status,
-                Status::Pending | Status::Partial | Status::Expired | Status::ExpiredLatePayment
-            ),
-            Action::MarkCompleted => matches!(
-                inv.status,
-                Status::Pending
-                    | Status::Partial
-                    | Status::WaitingForConfirmations
-                    | Status::Expired
-                    | Status::ExpiredLatePayment
-            ),
-            Action::MarkRefunded => inv.status != Status::Voided && inv.status != Status::Refunded,
-        };
-        if !allowed {
-            return Err(StoreError::NotAllowed(format!(
-                "not allowed while the invoice is {}",
-                inv.status
-            )));
-        }
-        let decision = match action {
-            Action::Void => Decision::Voided,
-            Action::MarkCompleted => Decision::MarkedCompleted,
-            Action::MarkRefunded => Decision::Refunded,
-        };
-        tx.execute(
-            "UPDATE invoices SET decision = ?2 WHERE id = ?1",
-            params![id, decision.as_str()],
-        )?;
-        let view = self.settle(&tx, id, &[], None)?;
-        tx.commit()?;
-        self.wake(&conn);
-        Ok(view)
+        let id = id.to_string();
+        self.write(move |db, tx| {
+            let id = id.as_str();
+            let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+            let allowed = match action {
+                // Voiding is for invoices nobody paid in full; a paid one is refunded.
+                Action::Void => matches!(
+                    inv.status,
+                    Status::Pending
+                        | Status::Partial
+                        | Status::Expired
+                        | Status::ExpiredLatePayment
+                ),
+                Action::MarkCompleted => matches!(
+                    inv.status,
+                    Status::Pending
+                        | Status::Partial
+                        | Status::WaitingForConfirmations
+                        | Status::Expired
+                        | Status::ExpiredLatePayment
+                ),
+                Action::MarkRefunded => {
+                    inv.status != Status::Voided && inv.status != Status::Refunded
+                }
+            };
+            if !allowed {
+                return Err(StoreError::NotAllowed(format!(
+                    "not allowed while the invoice is {}",
+                    inv.status
+                )));
+            }
+            let decision = match action {
+                Action::Void => Decision::Voided,
+                Action::MarkCompleted => Decision::MarkedCompleted,
+                Action::MarkRefunded => Decision::Refunded,
+            };
+            tx.execute(
+                "UPDATE invoices SET decision = ?2 WHERE id = ?1",
+                params![id, decision.as_str()],
+            )?;
+            let view = db.settle(tx, id, &[], None)?;
+            Ok(view)
+        })
     }
 
     /// `invoice.extend`: a new `expires_at`, only before the invoice expired.
     pub(crate) fn extend(&self, id: &str, expires_in: u64) -> StoreResult<Value> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let inv = load_invoice(&tx, id)?.ok_or(StoreError::NotFound)?;
-        if !matches!(
-            inv.status,
-            Status::Pending | Status::Partial | Status::WaitingForConfirmations
-        ) {
-            return Err(StoreError::NotAllowed(format!(
-                "only an invoice that has not expired or been decided can be extended; this one is {}",
-                inv.status
-            )));
-        }
-        let now = now();
-        let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
-        tx.execute(
-            "UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, expires_at, now],
-        )?;
-        let view = self.settle(&tx, id, &[], None)?;
-        tx.commit()?;
-        self.wake(&conn);
-        Ok(view)
+        let id = id.to_string();
+        self.write(move |db, tx| {
+            let id = id.as_str();
+            let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+            if !matches!(
+                inv.status,
+                Status::Pending | Status::Partial | Status::WaitingForConfirmations
+            ) {
+                return Err(StoreError::NotAllowed(format!(
+                    "only an invoice that has not expired or been decided can be extended; this one is {}",
+                    inv.status
+                )));
+            }
+            let now = now();
+            let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
+            tx.execute(
+                "UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, expires_at, now],
+            )?;
+            let view = db.settle(tx, id, &[], None)?;
+            Ok(view)
+        })
     }
 
     /// Copies the database to `to` while the daemon runs (SQLite's online backup, all
@@ -514,12 +545,12 @@ impl Store {
         limit: u32,
         invoice_id: Option<&str>,
     ) -> StoreResult<Vec<Value>> {
-        Ok(events::list(&self.conn(), after_seq, limit, invoice_id)?)
+        Ok(events::list(&*self.read()?, after_seq, limit, invoice_id)?)
     }
 
     /// What the metrics show of the database, counted now.
     pub(crate) fn counts(&self) -> StoreResult<Counts> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let invoices = conn
             .prepare("SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -533,7 +564,28 @@ impl Store {
 
     /// The last event's `seq` (0 when none).
     pub(crate) fn last_seq(&self) -> StoreResult<i64> {
-        Ok(last_seq_of(&self.conn())?)
+        Ok(last_seq_of(&*self.read()?)?)
+    }
+}
+
+impl Deref for Store {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Shared {
+    /// Wakes up on every commit that wrote events, with the last `seq`.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.events_tx.subscribe()
+    }
+
+    fn policy(&self, chain: &str) -> anyhow::Result<&Policy> {
+        self.policies
+            .get(chain)
+            .ok_or_else(|| anyhow::anyhow!("chain {chain} is not configured"))
     }
 
     fn invoice_view(&self, conn: &Connection, id: &str) -> StoreResult<Value> {

@@ -51,7 +51,9 @@ pub(crate) async fn run(
 ) {
     let mut server = server;
     loop {
-        refresh(&store, &chains);
+        let (s, c) = (store.clone(), chains.clone());
+        // Reads the database: on a blocking thread.
+        let _ = tokio::task::spawn_blocking(move || refresh(&s, &c)).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = &mut server => {

@@ -42,19 +42,28 @@ impl Ctx {
         &self.chain.settings.name
     }
 
+    /// Runs `f` on the store, off the async threads.
+    pub(crate) async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, WatchError> {
+        let name = self.name().to_string();
+        Ok(self.store.blocking(move |s| f(s, &name)).await?)
+    }
+
     /// The chain's cursor, which exists once [`Ctx::first_cursor`] ran.
-    pub(crate) fn cursor(&self) -> Result<Cursor, WatchError> {
-        self.store
-            .cursor(self.name())?
+    pub(crate) async fn cursor(&self) -> Result<Cursor, WatchError> {
+        self.store(|s, name| s.cursor(name))
+            .await?
             .ok_or_else(|| WatchError::Halt("the chain cursor vanished".into()))
     }
 
     /// The cursor, shown in `chain.status` as what was scanned; `Shutdown` once asked.
-    pub(crate) fn step(&self) -> Result<Cursor, WatchError> {
+    pub(crate) async fn step(&self) -> Result<Cursor, WatchError> {
         if self.shutdown.is_cancelled() {
             return Err(WatchError::Shutdown);
         }
-        let cur = self.cursor()?;
+        let cur = self.cursor().await?;
         self.chain.set_status(|s| {
             s.scanned_height = Some(cur.height);
             s.scanned_hash = Some(cur.hash.clone());
@@ -66,7 +75,7 @@ impl Ctx {
     /// On the very first run, places the cursor below `start_height`, or at the node's
     /// tip.
     pub(crate) async fn first_cursor(&self, node: &impl NodeView) -> Result<(), WatchError> {
-        if self.store.cursor(self.name())?.is_some() {
+        if self.store(|s, name| s.cursor(name)).await?.is_some() {
             return Ok(());
         }
         let height = match self.chain.settings.start_height {
@@ -78,14 +87,16 @@ impl Ctx {
                 "the node has no block at height {height} yet (start_height)"
             ))
         })?;
-        self.store.init_cursor(self.name(), height, &hash)?;
+        let at = hash.clone();
+        self.store(move |s, name| s.init_cursor(name, height, &at))
+            .await?;
         tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
         Ok(())
     }
 
     /// Commits one step of the follower, then follows the watch set's changes it made.
-    pub(crate) fn apply(&self, up: ChainUpdate) -> Result<Applied, WatchError> {
-        let applied = self.store.apply(self.name(), up)?;
+    pub(crate) async fn apply(&self, up: ChainUpdate) -> Result<Applied, WatchError> {
+        let applied = self.store(move |s, name| s.apply(name, up)).await?;
         self.chain.watchlist.apply(&applied.watch);
         Ok(applied)
     }
@@ -96,14 +107,16 @@ impl Ctx {
         node: &impl NodeView,
         cur: &Cursor,
     ) -> Result<Fork, WatchError> {
-        let (store, name) = (&self.store, self.name());
-        find_fork(
-            node,
-            |h| store.block_hash(name, h),
-            cur,
-            self.chain.settings.policy.max_reorg_depth,
-        )
-        .await
+        let max_depth = self.chain.settings.policy.max_reorg_depth;
+        // The walk never goes deeper than this: read what we hold of it at once.
+        let (from, to) = (
+            cur.height.saturating_sub(u64::from(max_depth) + 1),
+            cur.height,
+        );
+        let ours = self
+            .store(move |s, name| s.block_hashes(name, from, to))
+            .await?;
+        find_fork(node, |h| Ok(ours.get(&h).cloned()), cur, max_depth).await
     }
 }
 
@@ -155,10 +168,14 @@ async fn follow(
         let mut result = Ok(());
         // The watch set is read once; from then on the commits that decide it change it.
         if !loaded {
-            result = chain
-                .watchlist
-                .load(|| store.watched(&name))
-                .map_err(WatchError::from);
+            let n = name.clone();
+            result = match store.blocking(move |s| s.watched(&n)).await {
+                Ok(set) => {
+                    chain.watchlist.load(set);
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
             loaded = result.is_ok();
         }
         if result.is_ok() {

@@ -58,7 +58,11 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
     loop {
         let free = cfg.max_in_flight.saturating_sub(in_flight.len());
         if free > 0 {
-            match store.due_deliveries(now(), free, &busy) {
+            let claimed = busy.clone();
+            let due = store
+                .blocking(move |s| s.due_deliveries(now(), free, &claimed))
+                .await;
+            match due {
                 Ok(due) => {
                     for d in due {
                         busy.insert(d.lane());
@@ -76,7 +80,7 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
             Some(done) = in_flight.join_next() => {
                 if let Ok((d, a)) = done {
                     busy.remove(&d.lane());
-                    settle(&store, &cfg, &d, &a);
+                    settle(&store, &cfg, d, a).await;
                 }
             }
             _ = store.outbox_ready.notified() => {}
@@ -88,7 +92,7 @@ pub(crate) async fn run(store: Arc<Store>, cfg: WebhookSettings, shutdown: Cance
 }
 
 /// Records what an attempt came to, and when to try again.
-fn settle(store: &Store, cfg: &WebhookSettings, d: &Due, a: &Attempt) {
+async fn settle(store: &Arc<Store>, cfg: &WebhookSettings, d: Due, a: Attempt) {
     let retry_at = if a.delivered() {
         None
     } else {
@@ -111,7 +115,10 @@ fn settle(store: &Store, cfg: &WebhookSettings, d: &Due, a: &Attempt) {
             tracing::warn!(url = %d.url, event = %d.event_id, "webhook delivery failed for good after retrying for {:?} ({})", cfg.retry_for, a.outcome())
         }
     }
-    if let Err(e) = store.record_attempt(d, a, retry_at) {
+    if let Err(e) = store
+        .blocking(move |s| s.record_attempt(&d, &a, retry_at))
+        .await
+    {
         // Not recorded: the delivery stays pending and is attempted again.
         tracing::error!("webhooks: recording an attempt: {e}");
     }

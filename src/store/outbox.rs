@@ -91,7 +91,7 @@ impl Store {
         limit: usize,
         busy: &HashSet<(String, String)>,
     ) -> StoreResult<Vec<Due>> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let mut st = conn.prepare_cached(
             "SELECT d.id, d.url, d.attempts, d.first_attempt_at,
                     e.seq, e.id, e.type, e.invoice_id, e.created_at, e.data
@@ -130,39 +130,40 @@ impl Store {
         attempt: &Attempt,
         retry_at: Option<i64>,
     ) -> StoreResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO delivery_attempts (delivery_id, at, http_status, error, body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                delivery.id,
-                attempt.at,
-                attempt.http_status,
-                attempt.error,
-                attempt.body
-            ],
-        )?;
-        let status = match (attempt.delivered(), retry_at) {
-            (true, _) => "delivered",
-            (false, Some(_)) => "pending",
-            (false, None) => "failed",
-        };
-        // A redelivery may have reset the row meanwhile: only the attempt it made counts.
-        tx.execute(
-            "UPDATE deliveries SET status = ?2, attempts = attempts + 1,
-                first_attempt_at = COALESCE(first_attempt_at, ?3),
-                next_attempt_at = COALESCE(?4, next_attempt_at), updated_at = ?5
-             WHERE id = ?1 AND status = 'pending'",
-            params![delivery.id, status, attempt.at, retry_at, now()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let (id, attempt, retry_at) = (delivery.id, attempt.clone(), retry_at);
+        let delivered = attempt.delivered();
+        self.write(move |_, tx| {
+            tx.execute(
+                "INSERT INTO delivery_attempts (delivery_id, at, http_status, error, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    id,
+                    attempt.at,
+                    attempt.http_status,
+                    attempt.error,
+                    attempt.body
+                ],
+            )?;
+            let status = match (delivered, retry_at) {
+                (true, _) => "delivered",
+                (false, Some(_)) => "pending",
+                (false, None) => "failed",
+            };
+            // A redelivery may have reset the row meanwhile: only the attempt it made counts.
+            tx.execute(
+                "UPDATE deliveries SET status = ?2, attempts = attempts + 1,
+                    first_attempt_at = COALESCE(first_attempt_at, ?3),
+                    next_attempt_at = COALESCE(?4, next_attempt_at), updated_at = ?5
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, status, attempt.at, retry_at, now()],
+            )?;
+            Ok(())
+        })
     }
 
     /// `webhook.deliveries`: newest first.
     pub(crate) fn deliveries(&self, status: Option<&str>, limit: u32) -> StoreResult<Vec<Value>> {
-        let conn = self.conn();
+        let conn = self.read()?;
         let mut st = conn.prepare(
             "SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
@@ -186,30 +187,31 @@ impl Store {
         delivery_id: Option<i64>,
         event_seq: Option<i64>,
     ) -> StoreResult<Value> {
-        let conn = self.conn();
-        let id: i64 = conn
-            .query_row(
-                "SELECT id FROM deliveries WHERE (?1 IS NOT NULL AND id = ?1) OR (?2 IS NOT NULL AND event_seq = ?2)
-                 ORDER BY id DESC LIMIT 1",
-                params![delivery_id, event_seq],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)?;
-        let now = now();
-        conn.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, first_attempt_at = NULL,
-                updated_at = ?2 WHERE id = ?1",
-            params![id, now],
-        )?;
-        let mut d = conn.query_row(
-            "SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
-            [id],
-            delivery_json,
-        )?;
-        d["attempts"] = attempts_of(&conn, id)?;
-        drop(conn);
+        let d = self.write(move |_, conn| {
+            let id: i64 = conn
+                .query_row(
+                    "SELECT id FROM deliveries WHERE (?1 IS NOT NULL AND id = ?1) OR (?2 IS NOT NULL AND event_seq = ?2)
+                     ORDER BY id DESC LIMIT 1",
+                    params![delivery_id, event_seq],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let now = now();
+            conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, first_attempt_at = NULL,
+                    updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            let mut d = conn.query_row(
+                "SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+                [id],
+                delivery_json,
+            )?;
+            d["attempts"] = attempts_of(conn, id)?;
+            Ok(d)
+        })?;
         self.outbox_ready.notify_one();
         Ok(d)
     }
@@ -221,7 +223,7 @@ impl Store {
 
     /// How many deliveries have `status` (`pending`, `delivered`, `failed`).
     pub(crate) fn deliveries_in(&self, status: &str) -> StoreResult<i64> {
-        Ok(self.conn().query_row(
+        Ok(self.read()?.query_row(
             "SELECT COUNT(*) FROM deliveries WHERE status = ?1",
             [status],
             |r| r.get(0),

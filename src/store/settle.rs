@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-use super::{Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
+use super::{Shared, Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
 use crate::amount::U256;
 use crate::chains::Policy;
 use crate::events::{self, EventKind};
@@ -105,20 +105,31 @@ impl Store {
     /// Applies one watcher step: blocks, payments, evictions, the new cursor and every
     /// status change with its events, in one transaction.
     pub(crate) fn apply(&self, chain: &str, up: ChainUpdate) -> StoreResult<Applied> {
-        let policy = self.policy(chain)?;
-        let now = now();
+        self.policy(chain)?;
         let connected = up.connect.len() as u64;
-        let mut conn = self.conn();
-        // An idle poll writes nothing: no transaction, no fsync, no lock held long.
+        // An idle poll writes nothing: it reads, and leaves the writer alone.
         if up.nothing_to_write() {
-            let due = up.synced_at.is_some() && !due(&conn, chain, now, 1)?.is_empty();
+            let conn = self.read()?;
+            let due = up.synced_at.is_some() && !due(&conn, chain, now(), 1)?.is_empty();
             let finality_same = up.finalized.is_none()
                 || cursor_of(&conn, chain)?.is_some_and(|c| c.finalized == up.finalized);
             if !due && finality_same {
                 return Ok(Applied::default());
             }
         }
-        let tx = conn.transaction()?;
+        let name = chain.to_string();
+        let applied = self.write(move |db, tx| db.apply_in(tx, &name, up))?;
+        metrics::counter!("settled_blocks_processed_total", "chain" => chain.to_string())
+            .increment(connected);
+        Ok(applied)
+    }
+}
+
+impl Shared {
+    /// [`Store::apply`] inside the writer's transaction.
+    fn apply_in(&self, tx: &Connection, chain: &str, up: ChainUpdate) -> StoreResult<Applied> {
+        let policy = self.policy(chain)?;
+        let now = now();
         let mut applied = Applied::default();
         let mut changes: Vec<(String, PaymentChange)> = Vec::new();
 
@@ -150,7 +161,7 @@ impl Store {
                 params![chain, fork],
                 |r| r.get(0),
             )?;
-            set_cursor(&tx, chain, fork, &hash, now)?;
+            set_cursor(tx, chain, fork, &hash, now)?;
         }
 
         for block in up.connect.iter() {
@@ -159,9 +170,9 @@ impl Store {
                 params![chain, block.height, block.hash],
             )?;
             for f in &block.payments {
-                applied.new_payments += record(&tx, chain, f, Some(block), now, &mut changes)?;
+                applied.new_payments += record(tx, chain, f, Some(block), now, &mut changes)?;
             }
-            set_cursor(&tx, chain, block.height, &block.hash, now)?;
+            set_cursor(tx, chain, block.height, &block.hash, now)?;
         }
         if let Some(last) = up.connect.last() {
             let keep = u64::from(policy.max_reorg_depth) + EXTRA_BLOCKS_KEPT;
@@ -172,11 +183,11 @@ impl Store {
         }
         for block in &up.rescanned {
             for f in &block.payments {
-                applied.new_payments += record(&tx, chain, f, Some(block), now, &mut changes)?;
+                applied.new_payments += record(tx, chain, f, Some(block), now, &mut changes)?;
             }
         }
         for f in &up.mempool {
-            applied.new_payments += record(&tx, chain, f, None, now, &mut changes)?;
+            applied.new_payments += record(tx, chain, f, None, now, &mut changes)?;
         }
         let mut drop_tx = tx.prepare(EVICT)?;
         for txid in &up.evicted {
@@ -212,12 +223,12 @@ impl Store {
         // payments' confirmations move with the tip, and those the clock may expire.
         let mut ids: BTreeSet<String> = changes.iter().map(|(i, _)| i.clone()).collect();
         if up.disconnect_above.is_some() || !up.connect.is_empty() || finality_moved {
-            ids.extend(confirming(&tx, chain)?);
+            ids.extend(confirming(tx, chain)?);
         }
         // The clock can only move invoices once the watcher has caught up with the node
         // (expiry waits for that), so catching up block by block skips this.
         if up.synced_at.is_some() {
-            ids.extend(due(&tx, chain, now, DUE_PER_POLL)?);
+            ids.extend(due(tx, chain, now, DUE_PER_POLL)?);
         }
         for id in ids {
             let own: Vec<&PaymentChange> = changes
@@ -225,12 +236,8 @@ impl Store {
                 .filter(|(i, _)| *i == id)
                 .map(|(_, c)| c)
                 .collect();
-            self.settle(&tx, &id, &own, Some(&mut applied.watch))?;
+            self.settle(tx, &id, &own, Some(&mut applied.watch))?;
         }
-        tx.commit()?;
-        self.wake(&conn);
-        metrics::counter!("settled_blocks_processed_total", "chain" => chain.to_string())
-            .increment(connected);
         Ok(applied)
     }
 
@@ -240,7 +247,7 @@ impl Store {
     /// decisions), a change is left due for the watcher's next poll.
     pub(super) fn settle(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         id: &str,
         changes: &[&PaymentChange],
         watch: Option<&mut Vec<WatchChange>>,
@@ -383,7 +390,7 @@ const NEW_PAYMENT: &str = "INSERT INTO payments (chain, txid, idx, invoice_id, a
 
 /// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
 fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     chain: &str,
     f: &Found,
     block: Option<&BlockFound>,
@@ -445,13 +452,7 @@ fn record(
     Ok(0)
 }
 
-fn set_cursor(
-    tx: &Transaction<'_>,
-    chain: &str,
-    height: u64,
-    hash: &str,
-    now: i64,
-) -> StoreResult<()> {
+fn set_cursor(tx: &Connection, chain: &str, height: u64, hash: &str, now: i64) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
          ON CONFLICT(chain) DO UPDATE SET height = excluded.height, hash = excluded.hash, updated_at = excluded.updated_at",
@@ -525,10 +526,7 @@ fn schedule(
     let final_height = policy.final_height(tip, finalized);
     let unfinal = pays.iter().any(|p| match p.state {
         PaymentState::Pending => true,
-        PaymentState::Confirmed => p
-            .block_height
-            .zip(final_height)
-            .is_none_or(|(h, f)| h > f),
+        PaymentState::Confirmed => p.block_height.zip(final_height).is_none_or(|(h, f)| h > f),
         PaymentState::Dropped => false,
     });
     let wanted = in_window || unfinal;
@@ -585,7 +583,7 @@ mod tests {
     fn per_poll_and_per_block_queries_use_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
-        let conn = store.conn();
+        let conn = store.read().unwrap();
         let queries = [
             ("due", DUE, "invoices_wake"),
             ("confirming", CONFIRMING, "payments_confirming"),

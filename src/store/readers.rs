@@ -1,0 +1,80 @@
+//! Read connections: as many as there are readers at once, each read-only, kept for
+//! the next. Under WAL a reader sees the last commit and never waits for the writer.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How many idle connections are kept; more are opened when that many read at once.
+const KEPT: usize = 16;
+
+/// Statements each connection keeps prepared.
+pub(super) const STATEMENTS_CACHED: usize = 64;
+
+/// The pool of read connections.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// A read connection, back in the pool when dropped.
+pub(super) struct Reader<'a> {
+    conn: Option<Connection>,
+    pool: &'a Readers,
+}
+
+impl Readers {
+    /// A pool over the database at `path` (which exists and is migrated).
+    pub(super) fn new(path: &Path) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle connection, or a new one.
+    pub(super) fn get(&self) -> rusqlite::Result<Reader<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            pool: self,
+        })
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
+    Ok(conn)
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < KEPT {
+                idle.push(conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The one writer: a thread that owns the write connection and commits the jobs that
+//! arrive together in one transaction (group commit: one fsync for many callers), each
+//! in a savepoint of its own so that one refused job takes nothing of another with it.
+//! A caller is answered only once the commit that holds its job is durable.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+
+use super::{Shared, StoreError, StoreResult};
+
+/// The most jobs committed together: enough to share one fsync among a crowd, few
+/// enough that the first of them is not kept waiting long.
+const MAX_GROUP: usize = 512;
+
+/// How many jobs may wait for the writer before a caller blocks.
+const QUEUE: usize = 4096;
+
+/// A write waiting for the writer: run once inside its savepoint, then answered with
+/// what the commit did.
+trait Pending: Send {
+    /// Runs the write; `true` if it succeeded (and its savepoint is kept).
+    fn run(&mut self, shared: &Shared, conn: &Connection) -> bool;
+    /// Answers the caller: its result if the commit holding it is durable, else why not.
+    fn answer(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Job<F, T> {
+    write: Option<F>,
+    result: Option<StoreResult<T>>,
+    caller: SyncSender<StoreResult<T>>,
+}
+
+impl<F, T> Pending for Job<F, T>
+where
+    F: FnOnce(&Shared, &Connection) -> StoreResult<T> + Send,
+    T: Send,
+{
+    fn run(&mut self, shared: &Shared, conn: &Connection) -> bool {
+        let Some(write) = self.write.take() else {
+            return false;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| write(shared, conn))).unwrap_or_else(|_| {
+            Err(anyhow::anyhow!("a database write panicked; nothing of it was kept").into())
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let result = match (commit, self.result) {
+            (Ok(()), Some(r)) => r,
+            (Err(e), _) => Err(anyhow::anyhow!("database commit failed: {e}").into()),
+            (Ok(()), None) => Err(anyhow::anyhow!("the write was not run").into()),
+        };
+        // The caller may have gone (its thread ended): nothing to tell then.
+        let _ = self.caller.send(result);
+    }
+}
+
+/// The handle callers send jobs through.
+pub(super) struct Writer {
+    jobs: Option<SyncSender<Box<dyn Pending>>>,
+    thread: Option<JoinHandle<()>>,
+    counts: Arc<Counts>,
+}
+
+/// Writes queued and transactions committed since start.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) writes: AtomicU64,
+    pub(crate) commits: AtomicU64,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn` (already migrated).
+    pub(super) fn start(conn: Connection, shared: Arc<Shared>) -> std::io::Result<Writer> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let thread = std::thread::Builder::new()
+            .name("settled-writer".into())
+            .spawn(move || run(conn, &shared, &c, rx))?;
+        Ok(Writer {
+            jobs: Some(tx),
+            thread: Some(thread),
+            counts,
+        })
+    }
+
+    /// Writes queued and transactions committed so far.
+    pub(super) fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Runs `f` in the next group commit and returns its result once that commit is
+    /// on disk. Blocks: call it from a blocking thread, never an async worker.
+    pub(super) fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (caller, answered) = sync_channel(1);
+        let job = Box::new(Job {
+            write: Some(f),
+            result: None,
+            caller,
+        });
+        let gone = || StoreError::Internal(anyhow::anyhow!("the database writer has stopped"));
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(job).map_err(|_| gone())?;
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("settled_db_writes_total").increment(1);
+        answered.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the writer finish the jobs sent, then waits for it.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut conn: Connection, shared: &Shared, counts: &Counts, jobs: Receiver<Box<dyn Pending>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP
+            && let Ok(next) = jobs.try_recv()
+        {
+            group.push(next);
+        }
+        let commit = commit_group(&mut conn, shared, &mut group);
+        if commit.is_ok() {
+            counts.commits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("settled_db_commits_total").increment(1);
+            shared.wake(&conn);
+        }
+        for job in group {
+            job.answer(commit.clone());
+        }
+    }
+}
+
+/// Runs `group` in one transaction, each job in its own savepoint, and commits. An
+/// error of the transaction itself (not of a job) keeps none of the group.
+fn commit_group(
+    conn: &mut Connection,
+    shared: &Shared,
+    group: &mut [Box<dyn Pending>],
+) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    for job in group.iter_mut() {
+        tx.execute_batch("SAVEPOINT job")
+            .map_err(|e| e.to_string())?;
+        let end = if job.run(shared, &tx) {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        tx.execute_batch(end).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, mpsc};
+
+    use crate::store::{Store, StoreError};
+
+    fn store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn insert_block(store: &Store, height: u64, fail: bool) -> Result<(), StoreError> {
+        store.write(move |_, conn| {
+            conn.execute(
+                "INSERT INTO blocks (chain, height, hash) VALUES ('t', ?1, 'h')",
+                [height],
+            )?;
+            if fail {
+                return Err(StoreError::NotAllowed("refused after writing".into()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes that wait together are committed together, and a refused one takes
+    /// nothing of the others with it (nor leaves anything of its own).
+    #[test]
+    fn writes_that_wait_together_share_one_commit_and_a_refusal_stays_their_own() {
+        let (_dir, store) = store();
+        const N: u64 = 32;
+        // The first write holds the writer until every other one is queued.
+        let (release, held) = mpsc::channel::<()>();
+        let first = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write(move |_, _| {
+                    held.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        let others: Vec<_> = (1..N)
+            .map(|h| {
+                let store = store.clone();
+                std::thread::spawn(move || insert_block(&store, h, h % 4 == 0))
+            })
+            .collect();
+        let counts = store.writer.counts();
+        while counts.writes.load(Ordering::SeqCst) < N {
+            std::thread::yield_now();
+        }
+        let before = counts.commits.load(Ordering::SeqCst);
+        release.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        for (h, t) in (1..N).zip(others) {
+            assert_eq!(t.join().unwrap().is_err(), h % 4 == 0, "write {h}");
+        }
+        // The held write's commit, then one for the 31 queued behind it.
+        assert_eq!(counts.commits.load(Ordering::SeqCst) - before, 2);
+        let conn = store.read().unwrap();
+        let heights: Vec<u64> = conn
+            .prepare("SELECT height FROM blocks WHERE chain = 't' ORDER BY height")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let kept: Vec<u64> = (1..N).filter(|h| h % 4 != 0).collect();
+        assert_eq!(heights, kept);
+    }
+
+    /// A read never waits for the writer, even while a write is in the middle of its
+    /// transaction.
+    #[test]
+    fn reads_go_on_while_a_write_is_open() {
+        let (_dir, store) = store();
+        insert_block(&store, 1, false).unwrap();
+        let (started, in_write) = mpsc::channel::<()>();
+        let (release, held) = mpsc::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write(move |_, conn| {
+                    conn.execute(
+                        "INSERT INTO blocks (chain, height, hash) VALUES ('t', 2, 'h')",
+                        [],
+                    )?;
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        in_write.recv().unwrap();
+        // The writer holds its transaction open: the last commit is still readable.
+        assert_eq!(
+            store
+                .block_hashes("t", 0, 10)
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        release.send(()).unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(store.block_hashes("t", 0, 10).unwrap().len(), 2);
+    }
+
+    /// A write that panics is refused; the writer goes on with the next.
+    #[test]
+    fn a_panicking_write_is_refused_and_the_writer_goes_on() {
+        let (_dir, store) = store();
+        let r: Result<(), StoreError> = store.write(|_, conn| {
+            conn.execute(
+                "INSERT INTO blocks (chain, height, hash) VALUES ('t', 1, 'h')",
+                [],
+            )?;
+            panic!("a bug");
+        });
+        assert!(r.unwrap_err().to_string().contains("panicked"));
+        insert_block(&store, 2, false).unwrap();
+        assert_eq!(
+            store
+                .block_hashes("t", 0, 10)
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [2]
+        );
+    }
+}
