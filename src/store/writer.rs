@@ -94,6 +94,7 @@ impl Writer {
     }
 
     /// Writes queued and transactions committed so far.
+    #[cfg(test)]
     pub(super) fn counts(&self) -> &Counts {
         &self.counts
     }
