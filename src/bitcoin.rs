@@ -4,16 +4,26 @@
 //! one), detects reorganisations by parent hash and walks back to the fork point, then
 //! looks at the mempool; evictions are judged only when it is at the node's tip.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use bitcoin::{Block, Transaction, Txid};
+use bitcoin::{Block, BlockHash, Transaction, Txid};
+use tokio::task::JoinHandle;
 
 use crate::amount::U256;
 use crate::bitcoind::{Bitcoind, NodeError};
 use crate::chain::Chain;
 use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
 use crate::watcher::{self, Ctx, NodeView, WatchError};
+
+/// New mempool transactions decoded at a time.
+const MEMPOOL_CHUNK: usize = 5_000;
+
+/// Blocks whose hashes are asked for in one batch during a catch-up.
+const HASHES_AHEAD: u64 = 64;
+
+/// Blocks fetched and decoded while the one before them is committed.
+const BLOCKS_IN_FLIGHT: usize = 4;
 
 /// The Bitcoin follower of one chain.
 pub(crate) struct Follower {
@@ -68,24 +78,8 @@ impl Follower {
         let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
         let cursor = self.ctx.cursor().await?;
         let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
-        let mut seen = Vec::new();
-        for txid in txids.difference(&self.mempool) {
-            let Some(tx) = self.node().mempool_tx(txid).await? else {
-                continue;
-            };
-            let mut hits = self.matches(&tx);
-            if hits.is_empty() {
-                continue;
-            }
-            let Some(entry) = self.node().mempool_entry(txid, &tx).await? else {
-                continue;
-            };
-            hits.iter_mut().for_each(|h| h.rbf = entry.replaceable);
-            seen.push((entry.time, *txid, hits));
-        }
-        // Detection order is the node's entry order; the txid decides only a tie.
-        seen.sort_by_key(|(time, txid, _)| (*time, *txid));
-        let found: Vec<Found> = seen.into_iter().flat_map(|(_, _, hits)| hits).collect();
+        let new: Vec<Txid> = txids.difference(&self.mempool).copied().collect();
+        let found = self.mempool_payments(&new).await?;
         let evicted: Vec<String> = if at_tip {
             self.ctx
                 .store(|s, name| s.pending_txids(name))
@@ -120,6 +114,34 @@ impl Follower {
         Ok(())
     }
 
+    /// The payments in mempool transactions `txids`, in the order the node took them
+    /// in. Read in batches; a transaction that left meanwhile is skipped.
+    async fn mempool_payments(&self, txids: &[Txid]) -> Result<Vec<Found>, WatchError> {
+        let mut hits = Vec::new();
+        // A chunk at a time: a restart's whole mempool is never held decoded at once.
+        for chunk in txids.chunks(MEMPOOL_CHUNK) {
+            let txs = self.node().mempool_txs(chunk).await?;
+            for (txid, tx) in chunk.iter().zip(txs) {
+                let Some(tx) = tx else { continue };
+                let found = self.matches(&tx);
+                if !found.is_empty() {
+                    hits.push((*txid, tx, found));
+                }
+            }
+        }
+        let paying: Vec<(Txid, &Transaction)> = hits.iter().map(|(t, tx, _)| (*t, tx)).collect();
+        let entries = self.node().mempool_entries(&paying).await?;
+        let mut seen = Vec::new();
+        for ((txid, _, mut found), entry) in hits.into_iter().zip(entries) {
+            let Some(entry) = entry else { continue };
+            found.iter_mut().for_each(|h| h.rbf = entry.replaceable);
+            seen.push((entry.time, txid, found));
+        }
+        // Detection order is the node's entry order; the txid decides only a tie.
+        seen.sort_by_key(|(time, txid, _)| (*time, *txid));
+        Ok(seen.into_iter().flat_map(|(_, _, f)| f).collect())
+    }
+
     /// Waits out a node in initial block download before choosing where to start,
     /// unless `start_height` says where.
     async fn first_cursor(&self) -> Result<(), WatchError> {
@@ -138,7 +160,9 @@ impl Follower {
         self.ctx.first_cursor(self.node()).await
     }
 
-    /// Connects the node's blocks after the cursor, one transaction per block.
+    /// Connects the node's blocks after the cursor, one transaction per block. During
+    /// a catch-up the next blocks are fetched, decoded and matched while the current
+    /// one is committed.
     async fn sync_blocks(&mut self) -> Result<(), WatchError> {
         self.first_cursor().await?;
         loop {
@@ -147,23 +171,71 @@ impl Follower {
             if self.node().best_block_hash().await?.to_string() == cur.hash {
                 return Ok(());
             }
-            let Some(next) = self.node().block_hash(cur.height + 1).await? else {
-                self.reorg(&cur).await?;
-                continue;
-            };
-            let block = self.node().block(&next).await?;
-            if block.header.prev_blockhash.to_string() != cur.hash {
+            let tip = self.node().block_count().await?;
+            if tip <= cur.height {
                 self.reorg(&cur).await?;
                 continue;
             }
-            let found = self.block_found(cur.height + 1, &block);
-            self.ctx
-                .apply(ChainUpdate {
-                    connect: vec![found],
-                    ..Default::default()
-                })
-                .await?;
+            let end = tip.min(cur.height + HASHES_AHEAD);
+            let hashes = self.node().block_hashes(cur.height + 1..=end).await?;
+            if self.connect(&cur, hashes).await? == Linked::Broken {
+                let cur = self.ctx.step().await?;
+                self.reorg(&cur).await?;
+            }
         }
+    }
+
+    /// Connects the blocks of `hashes` (the heights after `cur`) in order while the
+    /// next ones are fetched; stops where one does not build on the one before.
+    async fn connect(
+        &mut self,
+        cur: &Cursor,
+        hashes: Vec<Option<BlockHash>>,
+    ) -> Result<Linked, WatchError> {
+        let mut ahead = hashes
+            .into_iter()
+            .map_while(|h| h)
+            .zip(cur.height + 1..)
+            .map(|(hash, height)| (height, hash));
+        let mut in_flight: VecDeque<JoinHandle<Result<Fetched, NodeError>>> = VecDeque::new();
+        let mut prev = cur.hash.clone();
+        let result = loop {
+            while in_flight.len() < BLOCKS_IN_FLIGHT
+                && let Some((height, hash)) = ahead.next()
+            {
+                in_flight.push_back(tokio::spawn(fetch(self.ctx.chain.clone(), height, hash)));
+            }
+            let Some(next) = in_flight.pop_front() else {
+                break Ok(Linked::Whole);
+            };
+            let fetched = match next.await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => break Err(e.into()),
+                Err(e) => {
+                    break Err(
+                        NodeError::Transient(format!("fetching a block failed: {e}")).into(),
+                    );
+                }
+            };
+            if fetched.prev != prev {
+                break Ok(Linked::Broken);
+            }
+            prev = fetched.block.hash.clone();
+            if let Err(e) = self.ctx.step().await {
+                break Err(e);
+            }
+            let update = ChainUpdate {
+                connect: vec![fetched.block],
+                ..Default::default()
+            };
+            if let Err(e) = self.ctx.apply(update).await {
+                break Err(e);
+            }
+        };
+        for h in in_flight {
+            h.abort();
+        }
+        result
     }
 
     /// Walks back to the fork point, then disconnects our blocks above it and connects
@@ -210,6 +282,38 @@ impl Follower {
     fn matches(&self, tx: &Transaction) -> Vec<Found> {
         matching_outputs(tx, &|script| self.ctx.chain.watchlist.get(script))
     }
+}
+
+/// Whether the blocks fetched in a row built on each other and on the cursor.
+#[derive(Debug, PartialEq, Eq)]
+enum Linked {
+    Whole,
+    /// One did not: the node's chain moved, or reorganised.
+    Broken,
+}
+
+/// A block fetched ahead, matched against the watch list.
+struct Fetched {
+    prev: String,
+    block: BlockFound,
+}
+
+/// Fetches the block `hash` at `height`, then decodes and matches it on a blocking
+/// thread: a task of its own, so that it goes on while earlier blocks are committed.
+async fn fetch(chain: Arc<Chain>, height: u64, hash: BlockHash) -> Result<Fetched, NodeError> {
+    let node = chain
+        .bitcoind
+        .as_ref()
+        .ok_or_else(|| NodeError::Persistent("the chain has no node".into()))?;
+    let block = node.block(&hash).await?;
+    crate::bitcoind::off_thread(move || {
+        let found = block_found(height, &block, |s| chain.watchlist.get(s));
+        Ok(Fetched {
+            prev: block.header.prev_blockhash.to_string(),
+            block: found,
+        })
+    })
+    .await
 }
 
 /// A block with the outputs in it whose script `owner` knows.

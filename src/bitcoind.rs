@@ -1,16 +1,15 @@
-//! Bitcoin Core's JSON-RPC, read-only, through the async `corepc-client`. Errors are
-//! sorted into the ones that pass (node down, warming up) and the ones an operator
-//! must fix (a pruned block settled still needs).
-
-use std::sync::Mutex;
+//! Bitcoin Core's JSON-RPC, read-only, over [`crate::httprpc`]'s kept-alive
+//! connections, with the calls the follower makes many of at once sent as batches.
+//! Errors are sorted into the ones that pass (node down, warming up) and the ones an
+//! operator must fix (a pruned block settled still needs).
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Block, BlockHash, Transaction, Txid};
-use corepc_client::{Auth, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::config::{RpcAuth, cookie_unreadable};
+use crate::config::RpcAuth;
+use crate::httprpc::{HttpRpc, RpcFailure};
 use crate::rpc::NodeCalls;
 
 /// Why a node call failed.
@@ -59,81 +58,65 @@ pub(crate) struct MempoolEntry {
 
 /// A Bitcoin Core node.
 pub(crate) struct Bitcoind {
-    url: String,
-    auth: RpcAuth,
-    // Rebuilt after a transport error: the cookie file changes when the node restarts.
-    client: Mutex<Option<std::sync::Arc<Client>>>,
+    rpc: HttpRpc,
     calls: std::sync::Arc<NodeCalls>,
 }
 
+/// How many calls go in one batch: big enough to make round trips rare, small enough
+/// that one answer stays a few megabytes.
+const BATCH: usize = 500;
+
 // RPC_IN_WARMUP, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER.
-const WARMUP: i32 = -28;
-const NOT_FOUND: i32 = -5;
-const OUT_OF_RANGE: i32 = -8;
+const WARMUP: i64 = -28;
+const NOT_FOUND: i64 = -5;
+const OUT_OF_RANGE: i64 = -8;
 
 impl Bitcoind {
     /// A client for `url`; nothing is sent yet.
     pub(crate) fn new(url: &str, auth: &RpcAuth, calls: std::sync::Arc<NodeCalls>) -> Bitcoind {
         Bitcoind {
-            url: url.to_string(),
-            auth: auth.clone(),
-            client: Mutex::new(None),
+            rpc: HttpRpc::new(url, auth),
             calls,
         }
     }
 
-    fn client(&self) -> Result<std::sync::Arc<Client>, NodeError> {
-        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let auth = match &self.auth {
-            RpcAuth::None => Auth::None,
-            RpcAuth::UserPass(u, p) => Auth::UserPass(u.clone(), p.clone()),
-            RpcAuth::Cookie(path) => Auth::CookieFile(path.clone()),
-        };
-        let client = Client::new_with_auth(&self.url, auth).map_err(|e| match (&self.auth, e) {
-            (RpcAuth::Cookie(path), corepc_client::Error::Io(io))
-                if io.kind() == std::io::ErrorKind::NotFound =>
-            {
-                NodeError::Transient(format!(
-                    "node unreachable: no cookie file at {} (the node writes it when it starts)",
-                    path.display()
-                ))
-            }
-            (RpcAuth::Cookie(path), corepc_client::Error::Io(io)) => {
-                NodeError::Credentials(cookie_unreadable(path, &io))
-            }
-            (_, e) => classify("reading rpc_cookie_file", e),
-        })?;
-        let client = std::sync::Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
-    }
-
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned + Send + 'static>(
         &self,
         method: &'static str,
         args: &[Value],
     ) -> Result<T, NodeError> {
-        let client = self.client()?;
-        let answer = self
-            .calls
+        let params = Value::Array(args.to_vec());
+        self.calls
             .run(method, async {
-                client
-                    .call::<T>(method, args)
-                    .await
-                    .map_err(|e| classify(method, e))
+                self.rpc
+                    .call::<T>(method, params)
+                    .await?
+                    .map_err(|f| classify(method, f))
             })
-            .await;
-        // A new client reads the cookie again: it changes when the node restarts.
-        if answer
-            .as_ref()
-            .is_err_and(|e| e.unreachable() || matches!(e, NodeError::Credentials(_)))
-        {
-            *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            .await
+    }
+
+    /// `method` once per entry of `args`, in batches; each answer in its place.
+    async fn batch<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> Result<Vec<Result<T, NodeError>>, NodeError> {
+        let mut out = Vec::with_capacity(args.len());
+        let mut args = args.into_iter().peekable();
+        while args.peek().is_some() {
+            let chunk: Vec<Value> = args.by_ref().take(BATCH).collect();
+            let answers = self
+                .calls
+                .run(method, self.rpc.batch::<T>(method, chunk))
+                .await?;
+            out.extend(
+                answers
+                    .into_iter()
+                    .map(|a| a.map_err(|f| classify(method, f))),
+            );
         }
-        answer
+        Ok(out)
     }
 
     /// `getbestblockhash`.
@@ -155,7 +138,24 @@ impl Bitcoind {
         }
     }
 
-    /// `getblock` at verbosity 0, decoded here.
+    /// `getblockhash` of each of `heights`, in one batch; `None` above the tip.
+    pub(crate) async fn block_hashes(
+        &self,
+        heights: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<Option<BlockHash>>, NodeError> {
+        let args = heights.map(|h| json!([h])).collect();
+        self.batch::<BlockHash>("getblockhash", args)
+            .await?
+            .into_iter()
+            .map(|a| match a {
+                Ok(h) => Ok(Some(h)),
+                Err(NodeError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// `getblock` at verbosity 0, decoded off the async threads.
     pub(crate) async fn block(&self, hash: &BlockHash) -> Result<Block, NodeError> {
         let hex: String = match self.call("getblock", &[json!(hash), json!(0)]).await {
             Err(NodeError::Transient(m)) if m.contains("pruned") => {
@@ -166,8 +166,12 @@ impl Bitcoind {
             }
             other => other?,
         };
-        deserialize_hex(&hex)
-            .map_err(|e| NodeError::Transient(format!("block {hash} did not decode: {e}")))
+        let hash = *hash;
+        off_thread(move || {
+            deserialize_hex(&hex)
+                .map_err(|e| NodeError::Transient(format!("block {hash} did not decode: {e}")))
+        })
+        .await
     }
 
     /// `getrawmempool`.
@@ -175,39 +179,58 @@ impl Bitcoind {
         self.call("getrawmempool", &[]).await
     }
 
-    /// `getrawtransaction` of a mempool transaction; `None` once it left.
-    pub(crate) async fn mempool_tx(&self, txid: &Txid) -> Result<Option<Transaction>, NodeError> {
-        match self
-            .call::<String>("getrawtransaction", &[json!(txid)])
-            .await
-        {
-            Ok(hex) => deserialize_hex(&hex).map(Some).map_err(|e| {
-                NodeError::Transient(format!("transaction {txid} did not decode: {e}"))
-            }),
-            Err(NodeError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// `getrawtransaction` of mempool transactions, in batches, decoded off the async
+    /// threads; `None` for one that left the mempool.
+    pub(crate) async fn mempool_txs(
+        &self,
+        txids: &[Txid],
+    ) -> Result<Vec<Option<Transaction>>, NodeError> {
+        let args = txids.iter().map(|t| json!([t])).collect();
+        let answers = self.batch::<String>("getrawtransaction", args).await?;
+        let txids = txids.to_vec();
+        off_thread(move || {
+            answers
+                .into_iter()
+                .zip(txids)
+                .map(|(a, txid)| match a {
+                    Ok(hex) => deserialize_hex(&hex).map(Some).map_err(|e| {
+                        NodeError::Transient(format!("transaction {txid} did not decode: {e}"))
+                    }),
+                    Err(NodeError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .collect()
+        })
+        .await
     }
 
-    /// What the lifecycle needs of a mempool transaction that pays an invoice; `None`
-    /// once it left the mempool.
-    pub(crate) async fn mempool_entry(
+    /// What the lifecycle needs of mempool transactions that pay invoices, in one
+    /// batch; `None` for one that left the mempool.
+    pub(crate) async fn mempool_entries(
         &self,
-        txid: &Txid,
-        tx: &Transaction,
-    ) -> Result<Option<MempoolEntry>, NodeError> {
-        let entry: Value = match self.call("getmempoolentry", &[json!(txid)]).await {
-            Ok(v) => v,
-            Err(NodeError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        // A node that does not say when comes last among those seen in the same poll.
-        let time = entry
-            .get("time")
-            .and_then(Value::as_i64)
-            .unwrap_or(i64::MAX);
-        let replaceable = self.signals_rbf(txid, tx, &entry).await?;
-        Ok(Some(MempoolEntry { time, replaceable }))
+        txs: &[(Txid, &Transaction)],
+    ) -> Result<Vec<Option<MempoolEntry>>, NodeError> {
+        let args = txs.iter().map(|(t, _)| json!([t])).collect();
+        let answers = self.batch::<Value>("getmempoolentry", args).await?;
+        let mut out = Vec::with_capacity(txs.len());
+        for ((txid, tx), a) in txs.iter().zip(answers) {
+            let entry = match a {
+                Ok(v) => v,
+                Err(NodeError::NotFound(_)) => {
+                    out.push(None);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // A node that does not say when comes last among those seen in the same poll.
+            let time = entry
+                .get("time")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MAX);
+            let replaceable = self.signals_rbf(txid, tx, &entry).await?;
+            out.push(Some(MempoolEntry { time, replaceable }));
+        }
+        Ok(out)
     }
 
     /// BIP125 signalling, by the transaction itself or inherited from an unconfirmed
@@ -231,14 +254,11 @@ impl Bitcoind {
             Err(NodeError::NotFound(_)) => return Ok(true),
             Err(e) => return Err(e),
         };
-        for ancestor in &ancestors {
-            match self.mempool_tx(ancestor).await? {
-                Some(parent) if !parent.is_explicitly_rbf() => {}
-                // Signals, or left the mempool before we could look: cannot vouch for it.
-                _ => return Ok(true),
-            }
-        }
-        Ok(false)
+        // Signals, or left the mempool before we could look: cannot vouch for it.
+        let parents = self.mempool_txs(&ancestors).await?;
+        Ok(parents
+            .iter()
+            .any(|p| p.as_ref().is_none_or(|p| p.is_explicitly_rbf())))
     }
 
     /// `getblockchaininfo`'s `initialblockdownload`, `blocks` and `headers`.
@@ -247,36 +267,19 @@ impl Bitcoind {
     }
 }
 
-fn classify(method: &str, e: corepc_client::Error) -> NodeError {
-    use corepc_client::Error as E;
-    match e {
-        E::JsonRpc(jsonrpc::error::Error::Rpc(rpc)) => match rpc.code {
-            WARMUP => NodeError::Transient(format!("node is warming up: {}", rpc.message)),
-            NOT_FOUND | OUT_OF_RANGE => NodeError::NotFound(format!("{method}: {}", rpc.message)),
-            _ => NodeError::Transient(format!("{method}: {} (code {})", rpc.message, rpc.code)),
-        },
-        E::JsonRpc(jsonrpc::error::Error::Transport(t)) if http_status(&*t) == Some(401) => {
-            NodeError::Credentials(
-                "the node refused them (HTTP 401): check rpc_user and rpc_password, or \
-                 that rpc_cookie_file is the running node's"
-                    .into(),
-            )
-        }
-        E::JsonRpc(jsonrpc::error::Error::Transport(t)) => {
-            NodeError::Transient(format!("node unreachable: {t}"))
-        }
-        E::Io(io) => NodeError::Transient(format!("node unreachable: {io}")),
-        E::InvalidCookieFile => {
-            NodeError::Credentials("the cookie file is not user:password".into())
-        }
-        other => NodeError::Transient(format!("{method}: {other}")),
+fn classify(method: &str, f: RpcFailure) -> NodeError {
+    match f.code {
+        WARMUP => NodeError::Transient(format!("node is warming up: {}", f.message)),
+        NOT_FOUND | OUT_OF_RANGE => NodeError::NotFound(format!("{method}: {}", f.message)),
+        code => NodeError::Transient(format!("{method}: {} (code {code})", f.message)),
     }
 }
 
-/// The HTTP status of a transport error that is one (an answer without JSON).
-fn http_status(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<i32> {
-    match e.downcast_ref::<jsonrpc::bitreq_http_async::Error>()? {
-        jsonrpc::bitreq_http_async::Error::Http(h) => Some(h.status_code),
-        _ => None,
-    }
+/// Runs CPU-heavy decoding on a blocking thread.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Transient(format!("decoding the node's answer failed: {e}")))?
 }

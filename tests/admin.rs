@@ -296,3 +296,67 @@ async fn list_filters_and_pages_newest_first() {
         .await;
     assert_eq!(none["invoices"], json!([]));
 }
+
+/// Creates from many clients at once, some in batches, share commits; every one that
+/// was answered is on disk, however soon after its answer the daemon is killed.
+#[tokio::test]
+async fn concurrent_creates_are_all_durable_across_a_sigkill_right_after_their_answers() {
+    let (_node, _payer, mut daemon) = setup("").await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(daemon.admin().await);
+    }
+    let created = futures_util::future::join_all(clients.iter_mut().enumerate().map(
+        |(c, admin)| async move {
+            let mut ids = Vec::new();
+            for round in 0..10 {
+                if c % 2 == 0 {
+                    let id = admin.invoice(json!({"amount": "0.01"})).await["id"].clone();
+                    ids.push(id);
+                    continue;
+                }
+                // A batch of 10 on one line.
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| {
+                        json!({"jsonrpc": "2.0", "id": round * 10 + i, "method": "invoice.create",
+                               "params": {"chain": "regtest", "amount": "0.01"}})
+                    })
+                    .collect();
+                admin.send_line(&Value::Array(batch).to_string()).await;
+                let answers = admin.read().await.unwrap();
+                let answers = answers.as_array().unwrap();
+                assert_eq!(answers.len(), 10, "{answers:?}");
+                for (i, a) in answers.iter().enumerate() {
+                    // In the batch's order.
+                    assert_eq!(a["id"], json!(round * 10 + i as u64), "{a}");
+                    ids.push(a["result"]["id"].clone());
+                }
+            }
+            ids
+        },
+    ))
+    .await;
+    daemon.kill();
+    let ids: Vec<Value> = created.into_iter().flatten().collect();
+    assert_eq!(ids.len(), 4 * 10 + 4 * 100);
+    assert!(ids.iter().all(Value::is_string));
+
+    daemon.restart().await;
+    let mut admin = daemon.admin().await;
+    for id in &ids {
+        let got = admin.ok("invoice.get", json!({"id": id})).await;
+        assert_eq!(got["status"], "PENDING");
+    }
+    // Every one its own address.
+    let listed = admin.ok("invoice.list", json!({"limit": 1000})).await;
+    let mut addresses: Vec<&str> = listed["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), ids.len());
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), ids.len());
+}

@@ -178,3 +178,34 @@ async fn a_pruned_block_settled_still_needs_is_a_loud_error_not_a_skip() {
     assert_eq!(c["scanned_height"], json!(4));
     assert!(daemon.log().contains("ERROR"), "logged at error level");
 }
+
+/// A catch-up sends its many node calls over a few kept-alive connections, not one
+/// connection per call: Core logs every request with the client's port under
+/// `-debug=http`.
+#[tokio::test]
+async fn node_calls_during_a_catch_up_reuse_their_connections() {
+    let node = Node::start_with(&["-debug=http"]).await;
+    node.mine_to(120, &other_address()).await;
+    let height = node.height().await;
+    let log = node.dir.path().join("regtest/debug.log");
+    let from = std::fs::metadata(&log).unwrap().len() as usize;
+    // From here until the catch-up ends, only settled calls the node.
+    let daemon = Daemon::start(&node, "start_height = 1").await;
+    let mut admin = daemon.admin().await;
+    admin.wait_scanned(height).await;
+    let text = std::fs::read(&log).unwrap();
+    let text = String::from_utf8_lossy(&text[from..]);
+    let ports: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("request for / from ").map(|(_, peer)| peer))
+        .filter_map(|peer| peer.trim().rsplit(':').next())
+        .collect();
+    assert!(ports.len() >= 120, "{} requests:\n{text}", ports.len());
+    let connections: std::collections::HashSet<&str> = ports.iter().copied().collect();
+    assert!(
+        connections.len() <= 16,
+        "{} requests over {} connections",
+        ports.len(),
+        connections.len()
+    );
+}
