@@ -15,6 +15,7 @@ use crate::bitcoind::{Bitcoind, NodeError};
 use crate::chain::Chain;
 use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
 use crate::watcher::{self, Ctx, NodeView, WatchError};
+use crate::zmq::{Inbox, Notice};
 
 /// New mempool transactions decoded at a time.
 const MEMPOOL_CHUNK: usize = 5_000;
@@ -28,15 +29,22 @@ const BLOCKS_IN_FLIGHT: usize = 4;
 /// The Bitcoin follower of one chain.
 pub(crate) struct Follower {
     ctx: Ctx,
+    /// The node's mempool as last seen: read whole, or kept up by push.
     mempool: HashSet<Txid>,
+    /// What the node pushes (`zmq_sequence`), if configured.
+    push: Option<Arc<Inbox>>,
+    /// `mempool` follows the push exactly since it was last read whole.
+    in_sync: bool,
 }
 
 impl Follower {
     /// A follower that has not polled yet.
-    pub(crate) fn new(ctx: Ctx) -> Follower {
+    pub(crate) fn new(ctx: Ctx, push: Option<Arc<Inbox>>) -> Follower {
         Follower {
             ctx,
             mempool: HashSet::new(),
+            push,
+            in_sync: false,
         }
     }
 }
@@ -44,6 +52,13 @@ impl Follower {
 impl watcher::Follower for Follower {
     async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
         Follower::poll(self, started).await
+    }
+
+    async fn pushed(&self) {
+        match &self.push {
+            Some(inbox) => inbox.ready.notified().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -71,15 +86,52 @@ impl Follower {
     }
 
     async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
+        // What the node pushed since the last poll; taken first, so that nothing
+        // pushed during this poll is lost.
+        let mut added = Vec::new();
+        for notice in self.push.as_ref().map(|i| i.drain()).unwrap_or_default() {
+            match notice {
+                Notice::Added(t) => {
+                    if self.mempool.insert(t) {
+                        added.push(t);
+                    }
+                }
+                Notice::Removed(t) => {
+                    self.mempool.remove(&t);
+                }
+                Notice::BlockConnected => {}
+                Notice::Lost => self.in_sync = false,
+            }
+        }
         self.sync_blocks().await?;
 
         // The mempool, then a second look at the tip: a block that arrived in between
         // may have mined what left the mempool, so evictions wait for a calm poll.
-        let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
+        // With push in step, only what it added is new; without, the whole mempool is
+        // read and compared with the last look.
+        let new: Vec<Txid> = if self.push.is_some() && self.in_sync {
+            added
+        } else {
+            let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
+            // What was pushed just now is in `mempool` already, and new all the same.
+            let new: Vec<Txid> = txids
+                .difference(&self.mempool)
+                .chain(added.iter().filter(|t| txids.contains(*t)))
+                .copied()
+                .collect();
+            tracing::debug!(chain = %self.name(), new = new.len(), "mempool read whole");
+            self.mempool = txids;
+            self.in_sync = self.push.is_some();
+            new
+        };
         let cursor = self.ctx.cursor().await?;
         let at_tip = self.node().best_block_hash().await?.to_string() == cursor.hash;
-        let new: Vec<Txid> = txids.difference(&self.mempool).copied().collect();
-        let found = self.mempool_payments(&new).await?;
+        let (found, gone) = self.mempool_payments(&new).await?;
+        // Pushed, then mined before we asked: not in the mempool any more.
+        for t in &gone {
+            self.mempool.remove(t);
+        }
+        let txids = &self.mempool;
         let evicted: Vec<String> = if at_tip {
             self.ctx
                 .store(|s, name| s.pending_txids(name))
@@ -101,7 +153,6 @@ impl Follower {
                 ..Default::default()
             })
             .await?;
-        self.mempool = txids;
         // At the tip the node's height is ours; ask only when a block came in between.
         let node_height = if at_tip {
             cursor.height
@@ -116,13 +167,20 @@ impl Follower {
 
     /// The payments in mempool transactions `txids`, in the order the node took them
     /// in. Read in batches; a transaction that left meanwhile is skipped.
-    async fn mempool_payments(&self, txids: &[Txid]) -> Result<Vec<Found>, WatchError> {
+    async fn mempool_payments(
+        &self,
+        txids: &[Txid],
+    ) -> Result<(Vec<Found>, Vec<Txid>), WatchError> {
         let mut hits = Vec::new();
+        let mut gone = Vec::new();
         // A chunk at a time: a restart's whole mempool is never held decoded at once.
         for chunk in txids.chunks(MEMPOOL_CHUNK) {
             let txs = self.node().mempool_txs(chunk).await?;
             for (txid, tx) in chunk.iter().zip(txs) {
-                let Some(tx) = tx else { continue };
+                let Some(tx) = tx else {
+                    gone.push(*txid);
+                    continue;
+                };
                 let found = self.matches(&tx);
                 if !found.is_empty() {
                     hits.push((*txid, tx, found));
@@ -139,7 +197,7 @@ impl Follower {
         }
         // Detection order is the node's entry order; the txid decides only a tie.
         seen.sort_by_key(|(time, txid, _)| (*time, *txid));
-        Ok(seen.into_iter().flat_map(|(_, _, f)| f).collect())
+        Ok((seen.into_iter().flat_map(|(_, _, f)| f).collect(), gone))
     }
 
     /// Waits out a node in initial block download before choosing where to start,
@@ -203,7 +261,9 @@ impl Follower {
             while in_flight.len() < BLOCKS_IN_FLIGHT
                 && let Some((height, hash)) = ahead.next()
             {
-                in_flight.push_back(tokio::spawn(fetch(self.ctx.chain.clone(), height, hash)));
+                let chain = self.ctx.chain.clone();
+                let with_txids = self.push.is_some();
+                in_flight.push_back(tokio::spawn(fetch(chain, height, hash, with_txids)));
             }
             let Some(next) = in_flight.pop_front() else {
                 break Ok(Linked::Whole);
@@ -231,6 +291,9 @@ impl Follower {
             if let Err(e) = self.ctx.apply(update).await {
                 break Err(e);
             }
+            for t in &fetched.txids {
+                self.mempool.remove(t);
+            }
         };
         for h in in_flight {
             h.abort();
@@ -241,6 +304,8 @@ impl Follower {
     /// Walks back to the fork point, then disconnects our blocks above it and connects
     /// the node's, in one transaction.
     async fn reorg(&mut self, cur: &Cursor) -> Result<(), WatchError> {
+        // Transactions of disconnected blocks may be back in the mempool, unannounced.
+        self.in_sync = false;
         let watcher::Fork {
             height: fork,
             hash: fork_hash,
@@ -296,11 +361,18 @@ enum Linked {
 struct Fetched {
     prev: String,
     block: BlockFound,
+    /// Its transactions, when push keeps the mempool: they left it by being mined.
+    txids: Vec<Txid>,
 }
 
 /// Fetches the block `hash` at `height`, then decodes and matches it on a blocking
 /// thread: a task of its own, so that it goes on while earlier blocks are committed.
-async fn fetch(chain: Arc<Chain>, height: u64, hash: BlockHash) -> Result<Fetched, NodeError> {
+async fn fetch(
+    chain: Arc<Chain>,
+    height: u64,
+    hash: BlockHash,
+    with_txids: bool,
+) -> Result<Fetched, NodeError> {
     let node = chain
         .bitcoind
         .as_ref()
@@ -308,9 +380,14 @@ async fn fetch(chain: Arc<Chain>, height: u64, hash: BlockHash) -> Result<Fetche
     let block = node.block(&hash).await?;
     crate::bitcoind::off_thread(move || {
         let found = block_found(height, &block, |s| chain.watchlist.get(s));
+        let txids = match with_txids {
+            true => block.txdata.iter().map(|tx| tx.compute_txid()).collect(),
+            false => Vec::new(),
+        };
         Ok(Fetched {
             prev: block.header.prev_blockhash.to_string(),
             block: found,
+            txids,
         })
     })
     .await

@@ -158,6 +158,10 @@ pub(crate) struct ChainSection {
     pub(crate) rpc_timeout: u64,
     pub(crate) start_height: Option<u64>,
     pub(crate) trace_internal_transfers: Option<bool>,
+    /// Bitcoin: the node's `-zmqpubsequence` endpoint, pushing blocks and mempool changes.
+    pub(crate) zmq_sequence: Option<String>,
+    /// Ethereum: the node's WebSocket endpoint, pushing new heads.
+    pub(crate) ws_url: Option<String>,
     // The chain file's policy keys, overridable here.
     pub(crate) final_confirmations: Option<FinalityFile>,
     pub(crate) confirmation_window: Option<u64>,
@@ -231,6 +235,8 @@ pub(crate) struct ChainSettings {
     pub(crate) tokens: Vec<Token>,
     /// Ethereum-like chains: find ETH sent by contracts in call traces.
     pub(crate) trace_internal_transfers: bool,
+    /// Where the node pushes what changed (`zmq_sequence`, `ws_url`); polling stays.
+    pub(crate) push_url: Option<String>,
 }
 
 impl ChainSettings {
@@ -451,6 +457,25 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
         (None, None, Some(_)) => bail!("{at}.rpc_user: rpc_password is set without it"),
         (None, None, None) => RpcAuth::None,
     };
+    let push_url = match (chain_file.kind, &s.zmq_sequence, &s.ws_url) {
+        (Kind::Bitcoin, _, Some(_)) => {
+            bail!("{at}.ws_url: only ethereum chains have one; bitcoin's push is zmq_sequence")
+        }
+        (Kind::Ethereum, Some(_), _) => {
+            bail!("{at}.zmq_sequence: only bitcoin chains have one; ethereum's push is ws_url")
+        }
+        (Kind::Bitcoin, Some(u), None) if u.starts_with("tcp://") && u.len() > 6 => Some(u.clone()),
+        (Kind::Bitcoin, Some(u), None) => {
+            bail!("{at}.zmq_sequence: {u:?} is not a tcp:// address (the node's -zmqpubsequence)")
+        }
+        (Kind::Ethereum, None, Some(u)) if u.starts_with("ws://") || u.starts_with("wss://") => {
+            Some(u.clone())
+        }
+        (Kind::Ethereum, None, Some(u)) => {
+            bail!("{at}.ws_url: {u:?} is not a ws:// or wss:// URL")
+        }
+        (_, None, None) => None,
+    };
     let (network, addresses) = match chain_file.kind {
         Kind::Bitcoin => {
             let network = bitcoin_network(&at, chain_file.network.as_deref())?;
@@ -526,6 +551,7 @@ fn resolve_chain(chains_dir: &Path, name: &str, s: &ChainSection) -> anyhow::Res
             .or(chain_file.trace_internal_transfers)
             .unwrap_or(false),
         tokens,
+        push_url,
     })
 }
 

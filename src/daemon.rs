@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::chain::Chain;
-use crate::chains::Policy;
+use crate::chains::{Kind, Policy};
 use crate::config::{LogFormat, Settings};
 use crate::store::{Outbox, Store};
-use crate::{admin, service, telemetry, watcher, webhook};
+use crate::{admin, bitcoin, evm, service, telemetry, watcher, webhook, zmq};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
 pub fn main(config: &Path) -> anyhow::Result<()> {
@@ -66,9 +66,28 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         let (store, chains) = (store.clone(), chains.clone());
         tasks.spawn(telemetry::run(server, store, chains, shutdown.clone()));
     }
-    for chain in &chains {
-        if chain.settings.enabled {
-            tasks.spawn(watcher::run(chain.clone(), store.clone(), shutdown.clone()));
+    for chain in chains.iter().filter(|c| c.settings.enabled) {
+        let ctx = watcher::Ctx {
+            chain: chain.clone(),
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let (c, s, stop) = (chain.clone(), store.clone(), shutdown.clone());
+        match chain.settings.kind {
+            Kind::Bitcoin => {
+                let inbox = chain.settings.push_url.clone().map(|url| {
+                    let inbox = Arc::new(zmq::Inbox::default());
+                    let name = chain.settings.name.clone();
+                    tasks.spawn(zmq::run(name, url, inbox.clone(), shutdown.clone()));
+                    inbox
+                });
+                let f = bitcoin::Follower::new(ctx, inbox);
+                tasks.spawn(watcher::follow(c, s, stop, f));
+            }
+            Kind::Ethereum => {
+                let f = evm::Follower::new(ctx);
+                tasks.spawn(watcher::follow(c, s, stop, f));
+            }
         }
     }
     let api = Arc::new(Api {

@@ -213,6 +213,10 @@ impl watcher::Follower for Follower {
     async fn poll(&mut self, started: i64) -> Result<(), WatchError> {
         Follower::poll(self, started).await
     }
+
+    async fn pushed(&self) {
+        std::future::pending().await
+    }
 }
 
 impl NodeView for EthNode {

@@ -28,3 +28,4 @@ pub(crate) mod store;
 pub(crate) mod telemetry;
 pub(crate) mod watcher;
 pub(crate) mod webhook;
+pub(crate) mod zmq;

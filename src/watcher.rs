@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitcoind::NodeError;
 use crate::chain::Chain;
-use crate::chains::Kind;
 use crate::store::{Applied, ChainUpdate, Cursor, Store, StoreError, now};
 
 /// Why a poll stopped.
@@ -125,30 +124,16 @@ impl Ctx {
 pub(crate) trait Follower: Send {
     /// Follows the node up to its tip; `started` is when the poll began.
     fn poll(&mut self, started: i64) -> impl Future<Output = Result<(), WatchError>> + Send;
+
+    /// Resolves when the node pushed something worth a poll now; never, without push.
+    fn pushed(&self) -> impl Future<Output = ()> + Send;
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Follows one chain until `shutdown` is cancelled or the chain must halt.
-pub(crate) async fn run(chain: Arc<Chain>, store: Arc<Store>, shutdown: CancellationToken) {
-    let ctx = Ctx {
-        chain: chain.clone(),
-        store: store.clone(),
-        shutdown: shutdown.clone(),
-    };
-    match chain.settings.kind {
-        Kind::Bitcoin => {
-            let f = crate::bitcoin::Follower::new(ctx);
-            follow(chain, store, shutdown, f).await
-        }
-        Kind::Ethereum => {
-            let f = crate::evm::Follower::new(ctx);
-            follow(chain, store, shutdown, f).await
-        }
-    }
-}
-
-async fn follow(
+/// Follows one chain with `follower` until `shutdown` is cancelled or the chain must
+/// halt: a poll every `poll_interval`, or at once when the node pushes something.
+pub(crate) async fn follow(
     chain: Arc<Chain>,
     store: Arc<Store>,
     shutdown: CancellationToken,
@@ -220,6 +205,7 @@ async fn follow(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
+            _ = follower.pushed() => {}
         }
     }
     chain.set_status(|s| s.running = false);

@@ -163,6 +163,11 @@ impl Node {
         node
     }
 
+    /// The options the node starts with from its next restart on.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// Starts the node again on the same data and ports.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "the node is running");
@@ -516,8 +521,13 @@ impl Daemon {
 
     /// Writes the config; starts nothing.
     pub fn configure(node: &Node, auth: &str, extra: &str) -> Daemon {
+        // Polls every 100 ms, unless `extra` says otherwise.
+        let poll = match extra.contains("poll_interval_ms") {
+            true => "",
+            false => "poll_interval_ms = 100\n",
+        };
         let section = format!(
-            "rpc_url = \"{url}\"\n{auth}\ndescriptor = \"{desc}\"\npoll_interval_ms = 100\n{extra}",
+            "rpc_url = \"{url}\"\n{auth}\ndescriptor = \"{desc}\"\n{poll}{extra}",
             url = node.url(),
             desc = descriptor(),
         );
