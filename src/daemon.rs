@@ -13,7 +13,7 @@ use crate::chain::Chain;
 use crate::chains::{Kind, Policy};
 use crate::config::{LogFormat, Settings};
 use crate::store::{Outbox, Store};
-use crate::{admin, bitcoin, evm, service, telemetry, watcher, webhook, zmq};
+use crate::{admin, bitcoin, evm, heads, service, telemetry, watcher, webhook, zmq};
 
 /// Runs the daemon with the configuration at `config` until a signal stops it.
 pub fn main(config: &Path) -> anyhow::Result<()> {
@@ -85,7 +85,13 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
                 tasks.spawn(watcher::follow(c, s, stop, f));
             }
             Kind::Ethereum => {
-                let f = evm::Follower::new(ctx);
+                let ready = chain.settings.push_url.clone().map(|url| {
+                    let ready = Arc::new(tokio::sync::Notify::new());
+                    let name = chain.settings.name.clone();
+                    tasks.spawn(heads::run(name, url, ready.clone(), shutdown.clone()));
+                    ready
+                });
+                let f = evm::Follower::new(ctx, ready);
                 tasks.spawn(watcher::follow(c, s, stop, f));
             }
         }

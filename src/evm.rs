@@ -43,15 +43,18 @@ pub(crate) struct Follower {
     /// The node was checked (chain id, traces) since the start.
     checked: bool,
     finalized_warned: bool,
+    /// Woken on every new head the node pushes (`ws_url`), if configured.
+    pushed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Follower {
     /// A follower that has not polled yet.
-    pub(crate) fn new(ctx: Ctx) -> Follower {
+    pub(crate) fn new(ctx: Ctx, pushed: Option<Arc<tokio::sync::Notify>>) -> Follower {
         Follower {
             ctx,
             checked: false,
             finalized_warned: false,
+            pushed,
         }
     }
 
@@ -215,7 +218,10 @@ impl watcher::Follower for Follower {
     }
 
     async fn pushed(&self) {
-        std::future::pending().await
+        match &self.pushed {
+            Some(heads) => heads.notified().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod daemon;
 pub(crate) mod ethnode;
 pub(crate) mod events;
 pub(crate) mod evm;
+pub(crate) mod heads;
 pub(crate) mod httprpc;
 pub(crate) mod invoice;
 pub(crate) mod keys;

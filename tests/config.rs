@@ -134,6 +134,14 @@ fn cross_field_mistakes_name_the_key() {
         "chains.regtest.poll_interval_ms",
     );
     refused(
+        &regtest("zmq_sequence = \"127.0.0.1:28332\""),
+        "chains.regtest.zmq_sequence",
+    );
+    refused(
+        &regtest("ws_url = \"ws://127.0.0.1:8546\""),
+        "chains.regtest.ws_url",
+    );
+    refused(
         "[chains.dogecoin]\nrpc_url = \"http://x:1\"",
         "chains.dogecoin",
     );
@@ -245,6 +253,14 @@ fn ethereum_mistakes_are_named() {
         assert!(!ok && err.contains(key), "expected {key} in: {err}");
     };
     refused(&eth("tokens = [\"DOGE\"]"), "chains.ethereum.tokens[0]");
+    refused(
+        &eth("ws_url = \"http://127.0.0.1:8546\""),
+        "chains.ethereum.ws_url",
+    );
+    refused(
+        &eth("zmq_sequence = \"tcp://127.0.0.1:28332\""),
+        "chains.ethereum.zmq_sequence",
+    );
     refused(
         &eth("descriptor = \"wpkh(x)\""),
         "chains.ethereum.descriptor",

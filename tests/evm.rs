@@ -498,3 +498,32 @@ async fn open_mode_first_is_the_earlier_transaction_in_the_block_not_the_smaller
     let extra = inv["overpaid_amount"].as_str().unwrap();
     assert!(extra.starts_with("0.25"), "{inv}");
 }
+
+/// With `ws_url`, each new head is pushed: a payment and the blocks after it are seen
+/// at once though polling waits a minute.
+#[tokio::test]
+async fn with_polling_at_a_minute_new_heads_bring_payments_at_once() {
+    let anvil = Anvil::start().await;
+    let ws = format!("ws://127.0.0.1:{}", anvil.port);
+    let extra = format!("poll_interval_ms = 60000\nws_url = \"{ws}\"");
+    let daemon = Daemon::start_anvil(&anvil, &extra).await;
+    common::wait_for("the subscription", || async {
+        daemon
+            .log()
+            .contains("subscribed to newHeads")
+            .then_some(())
+    })
+    .await;
+    let mut admin = daemon.admin().await;
+    // 2 ETH needs 3 confirmations on anvil.toml.
+    let (id, address) = invoice(&mut admin, "ETH", "2").await;
+    anvil.pay_eth(&address, wei("2")).await;
+    let inv = admin.wait_status(&id, "WAITING_FOR_CONFIRMATIONS").await;
+    assert_eq!(inv["amount_paid"], json!("2"));
+    anvil.mine(1).await;
+    admin
+        .wait_invoice(&id, "a second confirmation", |i| {
+            i["payments"][0]["confirmations"] == json!(2)
+        })
+        .await;
+}

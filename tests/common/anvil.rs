@@ -355,10 +355,15 @@ impl Daemon {
 
     /// The config of [`Daemon::start_anvil`]; starts nothing.
     pub fn configure_anvil(anvil: &Anvil, extra: &str) -> Daemon {
+        // Polls every 100 ms, unless `extra` says otherwise.
+        let poll = match extra.contains("poll_interval_ms") {
+            true => "",
+            false => "poll_interval_ms = 100\n",
+        };
         Daemon::configure_chain(
             "anvil",
             &format!(
-                "rpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\"]\npoll_interval_ms = 100\n{extra}",
+                "rpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\"]\n{poll}{extra}",
                 anvil.url()
             ),
         )
