@@ -72,10 +72,16 @@ pub(crate) struct HttpRpc {
 impl HttpRpc {
     /// An endpoint at `url`; nothing is sent yet.
     pub(crate) fn new(url: &str, auth: &RpcAuth) -> HttpRpc {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(KEEP_ALIVE)
-            .tcp_nodelay(true)
+        let builder = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(KEEP_ALIVE)
+                .tcp_nodelay(true)
+        };
+        // Without the system's CA certificates (no ca-certificates package) an
+        // http:// node, the usual one, still needs none.
+        let http = builder()
             .build()
+            .or_else(|_| builder().tls_certs_only(Vec::new()).build())
             .map_err(|e| format!("cannot build the HTTP client: {e}"));
         HttpRpc {
             url: url.to_string(),

@@ -166,6 +166,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- journal of settled ---\n{}", self.journal());
+        }
         if self.nspawn.try_wait().ok().flatten().is_none() {
             // Killing the namespace's PID 1 ends everything in it.
             let _ = Command::new("kill")
