@@ -548,15 +548,16 @@ impl Store {
         Ok(events::list(&*self.read()?, after_seq, limit, invoice_id)?)
     }
 
-    /// What the metrics show of the database, counted now.
+    /// What the metrics show of the database, as the triggers keep it.
     pub(crate) fn counts(&self) -> StoreResult<Counts> {
         let conn = self.read()?;
+        // Kept by triggers: reading them costs the same at a million invoices.
         let invoices = conn
-            .prepare("SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status")?
+            .prepare_cached("SELECT chain, status, n FROM invoice_counts")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let payments = conn
-            .prepare("SELECT chain, COUNT(*) FROM payments GROUP BY chain")?
+            .prepare_cached("SELECT chain, n FROM payment_counts")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(Counts { invoices, payments })

@@ -125,7 +125,8 @@ CREATE INDEX payments_detected ON payments(detected);
     // Per-poll work that does not grow with the invoices kept. `wake_at`: when the clock
     // alone may next move the invoice (expiry, the confirmation window, the end of the
     // watch window); `watched`: its address is in the watch set. Invoices of the last
-    // release are all due once, and the first poll sets both from the lifecycle.
+    // release are all due once, and the first poll sets both from the lifecycle. The
+    // metrics' counts are kept by triggers instead of counted every few seconds.
     r#"
 ALTER TABLE invoices ADD COLUMN wake_at INTEGER;
 ALTER TABLE invoices ADD COLUMN watched INTEGER NOT NULL DEFAULT 1;
@@ -135,6 +136,29 @@ CREATE INDEX invoices_watched ON invoices(chain) WHERE watched = 1;
 CREATE INDEX invoices_unfinal ON invoices(chain) WHERE status = 'COMPLETED' AND decision IS NULL;
 CREATE INDEX payments_pending ON payments(chain, txid) WHERE state = 'PENDING';
 CREATE INDEX payments_confirming ON payments(chain) WHERE state = 'CONFIRMED' AND confirmed_notified = 0;
+CREATE TABLE invoice_counts (
+    chain TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (chain, status)
+) STRICT;
+INSERT INTO invoice_counts SELECT chain, status, COUNT(*) FROM invoices GROUP BY chain, status;
+CREATE TRIGGER invoices_counted AFTER INSERT ON invoices BEGIN
+    INSERT INTO invoice_counts VALUES (NEW.chain, NEW.status, 1)
+        ON CONFLICT (chain, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER invoices_recounted AFTER UPDATE OF status ON invoices
+WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE invoice_counts SET n = n - 1 WHERE chain = OLD.chain AND status = OLD.status;
+    INSERT INTO invoice_counts VALUES (NEW.chain, NEW.status, 1)
+        ON CONFLICT (chain, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TABLE payment_counts (chain TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT;
+INSERT INTO payment_counts SELECT chain, COUNT(*) FROM payments GROUP BY chain;
+CREATE TRIGGER payments_counted AFTER INSERT ON payments BEGIN
+    INSERT INTO payment_counts VALUES (NEW.chain, 1)
+        ON CONFLICT (chain) DO UPDATE SET n = n + 1;
+END;
 "#,
 ];
 
@@ -207,6 +231,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!((wake, watched), (0, true));
+        // The counts the metrics read start from what is there.
+        let counts: (String, i64, i64) = conn
+            .query_row(
+                "SELECT status, n, (SELECT n FROM payment_counts WHERE chain = 'regtest')
+                 FROM invoice_counts WHERE chain = 'regtest'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, ("COMPLETED".into(), 1, 2));
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
