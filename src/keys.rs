@@ -25,8 +25,9 @@ pub(crate) enum AddressSource {
         descriptor: Box<Descriptor<DescriptorPublicKey>>,
         network: Network,
     },
-    /// The account key m/44'/60'/0' of an Ethereum-like chain.
-    Evm(Xpub),
+    /// The account key m/44'/60'/0' of an Ethereum-like chain, and its external
+    /// chain m/44'/60'/0'/0, derived once: each address is then one step from it.
+    Evm { account: Xpub, external: Xpub },
 }
 
 /// One derived deposit address.
@@ -131,7 +132,13 @@ impl AddressSource {
                 xpub.depth
             ));
         }
-        let source = AddressSource::Evm(xpub);
+        let external = xpub
+            .derive_pub(secp(), &[ChildNumber::Normal { index: 0 }])
+            .map_err(|e| format!("cannot derive its external chain: {e}"))?;
+        let source = AddressSource::Evm {
+            account: xpub,
+            external,
+        };
         source.derive(0)?;
         Ok(source)
     }
@@ -141,7 +148,7 @@ impl AddressSource {
     pub(crate) fn key_id(&self) -> String {
         match self {
             AddressSource::Bitcoin { descriptor, .. } => descriptor.to_string(),
-            AddressSource::Evm(xpub) => xpub.to_string(),
+            AddressSource::Evm { account, .. } => account.to_string(),
         }
     }
 
@@ -156,19 +163,19 @@ impl AddressSource {
                 let definite = descriptor
                     .at_derivation_index(index)
                     .map_err(|e| cannot(&e))?;
-                let address = definite.address(*network).map_err(|e| cannot(&e))?;
+                // The key is derived once, for the script; the address is read from it.
+                let script = definite.script_pubkey();
+                let address =
+                    bitcoin::Address::from_script(&script, *network).map_err(|e| cannot(&e))?;
                 Ok(Derived {
                     address: address.to_string(),
-                    script: definite.script_pubkey().into_bytes(),
+                    script: script.into_bytes(),
                 })
             }
-            AddressSource::Evm(xpub) => {
-                let path = [
-                    ChildNumber::from_normal_idx(0).map_err(|e| cannot(&e))?,
-                    ChildNumber::from_normal_idx(index).map_err(|e| cannot(&e))?,
-                ];
-                let key = xpub
-                    .derive_pub(&Secp256k1::verification_only(), &path)
+            AddressSource::Evm { external, .. } => {
+                let child = ChildNumber::from_normal_idx(index).map_err(|e| cannot(&e))?;
+                let key = external
+                    .derive_pub(secp(), &[child])
                     .map_err(|e| cannot(&e))?;
                 let address = evm_address(&key.public_key.serialize_uncompressed());
                 Ok(Derived {
@@ -178,6 +185,13 @@ impl AddressSource {
             }
         }
     }
+}
+
+/// One verification context for every derivation: making one is not free.
+fn secp() -> &'static Secp256k1<bitcoin::secp256k1::VerifyOnly> {
+    static SECP: std::sync::LazyLock<Secp256k1<bitcoin::secp256k1::VerifyOnly>> =
+        std::sync::LazyLock::new(Secp256k1::verification_only);
+    &SECP
 }
 
 /// The Ethereum address of an uncompressed secp256k1 public key (0x04 || x || y).
