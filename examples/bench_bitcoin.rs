@@ -1,0 +1,561 @@
+//! `scripts/bench`: settled at mainnet scale on a real regtest Core, with the load
+//! made here: full blocks (2,000 transactions), a mempool of tens of thousands, and up
+//! to a million open invoices. Every figure is printed beside its target, and the
+//! catch-up beside its floor from the same run (this bench fetching the same blocks
+//! raw over a kept-alive connection). `--short` runs it small, as CI's smoke test:
+//! its figures mean nothing, it only shows that every step works.
+//!
+//! Charts go to `SETTLED_BENCH_OUT` (default `target/bench`): the per-block cost
+//! against the number of open invoices, and the create rate against the number of
+//! clients.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "bench/chart.rs"]
+mod chart;
+#[path = "bench/load.rs"]
+mod load;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Admin, Daemon, Node, descriptor, free_port};
+use load::{Coins, Gate, Rpc};
+use serde_json::{Value, json};
+
+struct Sizes {
+    /// Open invoices at which the catch-up is measured; the last is the big one.
+    levels: Vec<usize>,
+    /// Creates by one client, one at a time.
+    creates_one: usize,
+    /// Creates per point of the clients chart.
+    creates_chart: usize,
+    block_txs: usize,
+    blocks: usize,
+    /// Blocks processed while `invoice.get` is measured.
+    get_blocks: usize,
+    mempool_detect: usize,
+    mempool_restart: usize,
+    samples: usize,
+    idle_secs: u64,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            levels: vec![1_000, 100_000, 1_000_000],
+            creates_one: 5_000,
+            creates_chart: 20_000,
+            block_txs: 2_000,
+            blocks: 30,
+            get_blocks: 10,
+            mempool_detect: 20_000,
+            mempool_restart: 100_000,
+            samples: 300,
+            idle_secs: 20,
+        }
+    }
+
+    fn short() -> Sizes {
+        Sizes {
+            levels: vec![300, 3_000],
+            creates_one: 200,
+            creates_chart: 800,
+            block_txs: 200,
+            blocks: 4,
+            get_blocks: 2,
+            mempool_detect: 500,
+            mempool_restart: 1_000,
+            samples: 10,
+            idle_secs: 2,
+        }
+    }
+}
+
+/// One line of the results table.
+struct Figure {
+    what: String,
+    figure: String,
+    target: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let short = std::env::args().any(|a| a == "--short");
+    let z = if short { Sizes::short() } else { Sizes::full() };
+    let out = std::path::PathBuf::from(
+        std::env::var("SETTLED_BENCH_OUT").unwrap_or_else(|_| "target/bench".into()),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let mut table: Vec<Figure> = Vec::new();
+    let mut row = |what: &str, figure: String, target: &str| {
+        println!("  {what}: {figure}   [{target}]");
+        table.push(Figure {
+            what: what.into(),
+            figure,
+            target: target.into(),
+        });
+    };
+
+    let zmq = format!("tcp://127.0.0.1:{}", free_port());
+    let node = Node::start_with(&[
+        &format!("-zmqpubsequence={zmq}"),
+        "-maxmempool=2000",
+        "-rpcthreads=16",
+        "-rpcworkqueue=256",
+    ])
+    .await;
+    let rpc = Rpc::new(&node.url());
+    let need = z.blocks * z.block_txs
+        + z.get_blocks * z.block_txs
+        + z.mempool_restart
+        + z.samples
+        + 1000;
+    let t = Instant::now();
+    let mut coins = Coins::fund(&rpc, need).await;
+    println!("bench: {need} coins in {:.1} s", t.elapsed().as_secs_f64());
+    let paid = node.derive_addresses(&descriptor(), 100).await;
+
+    // Full blocks, each paying a few of the first invoices; mined once, scanned at
+    // every level.
+    let start_height = rpc.height().await + 1;
+    let t = Instant::now();
+    let mut hashes = Vec::new();
+    for b in 0..z.blocks {
+        let to: Vec<Option<&str>> = (0..z.block_txs)
+            .map(|i| (i < 3).then(|| paid[(b * 3 + i) % paid.len()].as_str()))
+            .collect();
+        let txs = coins.payments(&to);
+        rpc.send_all(&txs).await;
+        hashes.extend(rpc.mine(1, &coins.address).await);
+    }
+    let tip = rpc.height().await;
+    println!(
+        "bench: {} blocks of {} transactions made in {:.1} s",
+        z.blocks,
+        z.block_txs,
+        t.elapsed().as_secs_f64()
+    );
+    // The floor: the same blocks fetched raw, one after the other (warm, best of 3).
+    let mut floor = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for h in &hashes {
+            rpc.call("getblock", json!([h, 0])).await;
+        }
+        floor = floor.min(t.elapsed().as_secs_f64());
+    }
+    let floor_ms = floor * 1000.0 / z.blocks as f64;
+    println!("bench: raw fetch floor {floor_ms:.2} ms per block");
+
+    let mut per_block: Vec<(f64, f64)> = Vec::new();
+    let mut rss_small = None;
+    let mut big: Option<(Daemon, Vec<String>, Gate)> = None;
+    let levels = z.levels.clone();
+    for (n, &open) in levels.iter().enumerate() {
+        let last = n + 1 == levels.len();
+        // The node stays behind the gate until the invoices are made.
+        let gate = Gate::new(node.rpc_port).await;
+        let mut daemon = configure(&node, &gate.url, &zmq, start_height);
+        daemon.spawn_unsynced().await;
+        if n == 0 {
+            // One client, one at a time, each answered once durable.
+            let mut admin = daemon.admin().await;
+            let t = Instant::now();
+            for _ in 0..z.creates_one {
+                admin.invoice(json!({"amount": "0.01"})).await;
+            }
+            let rate = z.creates_one as f64 / t.elapsed().as_secs_f64();
+            row(
+                "invoice.create, 1 client, one at a time",
+                format!("{rate:.0}/s"),
+                "2,000/s",
+            );
+            // The chart: the create rate against the clients (batches of 100).
+            let mut points = Vec::new();
+            for clients in [1usize, 2, 4, 8] {
+                let t = Instant::now();
+                create(&daemon, clients, z.creates_chart / clients).await;
+                let rate = z.creates_chart as f64 / t.elapsed().as_secs_f64();
+                println!("  invoice.create, {clients} client(s), batches of 100: {rate:.0}/s");
+                points.push((clients as f64, rate));
+            }
+            let rate8 = points.last().unwrap().1;
+            row(
+                "invoice.create, 8 clients, batches of 100",
+                format!("{rate8:.0}/s"),
+                "5,000/s",
+            );
+            chart::line(
+                &out.join("create-rate.svg"),
+                "invoice.create against clients (batches of 100)",
+                "clients",
+                "creates per second",
+                &points,
+            );
+        }
+        let have = count(&daemon).await;
+        if have < open {
+            let t = Instant::now();
+            create(&daemon, 8, (open - have).div_ceil(8)).await;
+            println!(
+                "bench: {} open invoices made in {:.1} s",
+                open - have,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let open = count(&daemon).await;
+        let ids = ids(&daemon, 2_000).await;
+
+        // The catch-up over the full blocks: from the first call that reaches the node
+        // to the last block committed.
+        let mut admin = daemon.admin().await;
+        gate.open();
+        admin
+            .wait_chain_for("the catch-up", Duration::from_secs(900), |c| {
+                c["scanned_height"].as_u64() == Some(tip)
+            })
+            .await;
+        let catch_up = gate.first().unwrap().elapsed().as_secs_f64();
+        let ms = catch_up * 1000.0 / z.blocks as f64;
+        per_block.push((open as f64, ms));
+        row(
+            &format!("catch-up, blocks of {} txs, {open} open invoices", z.block_txs),
+            format!("{ms:.2} ms/block = {:.2}x the floor ({floor_ms:.2} ms)", ms / floor_ms),
+            "1.5x",
+        );
+        // Every payment in those blocks found, once.
+        let detected = events_of_type(&mut admin, "payment.detected").await;
+        assert_eq!(detected, z.blocks * 3, "every payment in the blocks found once");
+
+        // Start-up: a restart with nothing to scan, until the socket answers and the
+        // watch set is loaded; then the memory it holds.
+        daemon.kill();
+        let t = Instant::now();
+        daemon.spawn_unsynced().await;
+        let mut admin = daemon.admin().await;
+        admin
+            .wait_chain_for("the watch set loaded", Duration::from_secs(600), |c| {
+                c["watched_addresses"].as_u64() == Some(open as u64)
+            })
+            .await;
+        let started = t.elapsed().as_secs_f64();
+        let rss = rss_kib(daemon.pid());
+        if n == 0 {
+            rss_small = Some((open, rss));
+        }
+        if last {
+            row(
+                &format!("start-up at {open} open invoices (socket, watch set)"),
+                format!("{started:.2} s"),
+                "5 s",
+            );
+            if let Some((small, small_rss)) = rss_small {
+                let per = (rss.saturating_sub(small_rss) as f64 * 1024.0)
+                    / (open - small).max(1) as f64;
+                row(
+                    &format!("memory per watched address (RSS {} MiB at {open})", rss / 1024),
+                    format!("{per:.0} bytes"),
+                    "300 bytes",
+                );
+            }
+            big = Some((daemon, ids, gate));
+        }
+    }
+    let (mut daemon, ids, _gate) = big.unwrap();
+    let open = *levels.last().unwrap();
+
+    // Idle: at the tip with nothing new, polls once a second.
+    let cpu = idle_cpu(daemon.pid(), z.idle_secs).await;
+    row(
+        &format!("idle CPU at {open} open invoices"),
+        format!("{cpu:.2}%"),
+        "1%",
+    );
+
+    // invoice.get from 8 clients while blocks are processed.
+    let (rate, p99, max) = gets_during_blocks(&daemon, &ids, &rpc, &mut coins, &z).await;
+    row(
+        &format!("invoice.get, 8 clients, during blocks, {open} open"),
+        format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
+        "20,000/s, p99 2 ms, max 20 ms",
+    );
+
+    // Detection through zmq_sequence with a busy mempool.
+    let background: Vec<Option<&str>> = vec![None; z.mempool_detect];
+    let txs = coins.payments(&background);
+    rpc.send_all(&txs).await;
+    let (p50, p99) = detection(&daemon, &rpc, &mut coins, z.samples).await;
+    row(
+        &format!("detection with zmq_sequence, {} txs in the mempool", z.mempool_detect),
+        format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        "p99 100 ms",
+    );
+
+    // A restart with a full mempool: the first poll reads all of it.
+    let more: Vec<Option<&str>> = vec![None; z.mempool_restart.saturating_sub(z.mempool_detect)];
+    let txs = coins.payments(&more);
+    rpc.send_all(&txs).await;
+    let size = rpc.call("getmempoolinfo", json!([])).await["size"].as_u64().unwrap();
+    daemon.kill();
+    let t = Instant::now();
+    daemon.spawn_unsynced().await;
+    let mut admin = daemon.admin().await;
+    admin
+        .wait_chain_for("the first poll", Duration::from_secs(600), |c| {
+            c["last_poll_at"].is_i64() && c["lag_blocks"] == json!(0)
+        })
+        .await;
+    row(
+        &format!("restart with {size} mempool txs: first poll done"),
+        format!("{:.2} s", t.elapsed().as_secs_f64()),
+        "10 s",
+    );
+
+    chart::line(
+        &out.join("per-block.svg"),
+        &format!("catch-up cost per block of {} txs", z.block_txs),
+        "open invoices",
+        "ms per block",
+        &per_block,
+    );
+    println!("\n| what | figure | target |\n|---|---|---|");
+    for f in &table {
+        println!("| {} | {} | {} |", f.what, f.figure, f.target);
+    }
+    println!("\ncharts: {}", out.display());
+}
+
+/// A daemon reaching `node` at `url` (the gate), from `start_height`, with push.
+fn configure(node: &Node, url: &str, zmq: &str, start_height: u64) -> Daemon {
+    let mut d = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", "");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let head = text.split("[chains.regtest]").next().unwrap().to_string();
+    let chain = format!(
+        "[chains.regtest]\nrpc_url = \"{url}\"\nrpc_user = \"test\"\nrpc_password = \"test\"\n\
+         descriptor = \"{}\"\npoll_interval_ms = 1000\nstart_height = {start_height}\n\
+         zmq_sequence = \"{zmq}\"\n",
+        descriptor()
+    );
+    std::fs::write(&d.config, head + &chain).unwrap();
+    d.env.push(("RUST_LOG".into(), "warn".into()));
+    d
+}
+
+/// `per_client` creates from each of `clients` connections at once, in batches of 100.
+async fn create(daemon: &Daemon, clients: usize, per_client: usize) {
+    let mut admins = Vec::new();
+    for _ in 0..clients {
+        admins.push(daemon.admin().await);
+    }
+    futures_util::future::join_all(admins.iter_mut().map(|admin| async move {
+        let mut left = per_client;
+        while left > 0 {
+            let n = left.min(100);
+            left -= n;
+            let batch: Vec<Value> = (0..n)
+                .map(|i| {
+                    json!({"jsonrpc": "2.0", "id": i, "method": "invoice.create",
+                           "params": {"chain": "regtest", "amount": "0.01"}})
+                })
+                .collect();
+            admin.send_line(&Value::Array(batch).to_string()).await;
+            let answers = admin.read().await.unwrap();
+            let answers = answers.as_array().unwrap();
+            assert!(answers.iter().all(|a| a["result"]["id"].is_string()), "{answers:?}");
+        }
+    }))
+    .await;
+}
+
+async fn count(daemon: &Daemon) -> usize {
+    let mut admin = daemon.admin().await;
+    let c = admin.ok("chain.status", json!({"chain": "regtest"})).await;
+    c["chains"][0]["watched_addresses"].as_u64().unwrap() as usize
+}
+
+/// The ids of up to `n` invoices.
+async fn ids(daemon: &Daemon, n: usize) -> Vec<String> {
+    let mut admin = daemon.admin().await;
+    let mut out = Vec::new();
+    let mut cursor: Option<i64> = None;
+    while out.len() < n {
+        let mut p = json!({"limit": 1000});
+        if let Some(c) = cursor {
+            p["cursor"] = json!(c);
+        }
+        let page = admin.ok("invoice.list", p).await;
+        out.extend(
+            page["invoices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out
+}
+
+async fn events_of_type(admin: &mut Admin, kind: &str) -> usize {
+    let (mut after, mut n) = (0, 0);
+    loop {
+        let page = admin
+            .ok("events.list", json!({"after_seq": after, "limit": 1000}))
+            .await;
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            return n;
+        }
+        n += events.iter().filter(|e| e["type"] == kind).count();
+        after = page["last_seq"].as_i64().unwrap();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's closing parenthesis: utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+async fn idle_cpu(pid: u32, secs: u64) -> f64 {
+    let ticks = cpu_ticks(pid);
+    let t = Instant::now();
+    // Measuring: a fixed span of time is the measurement itself.
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0;
+    used / t.elapsed().as_secs_f64() * 100.0
+}
+
+/// `invoice.get` from 8 clients for as long as `z.get_blocks` full blocks take to be
+/// processed: the rate, p99 and maximum latency in ms.
+async fn gets_during_blocks(
+    daemon: &Daemon,
+    ids: &[String],
+    rpc: &Rpc,
+    coins: &mut Coins,
+    z: &Sizes,
+) -> (f64, f64, f64) {
+    let mut blocks = Vec::new();
+    for _ in 0..z.get_blocks {
+        let to: Vec<Option<&str>> = vec![None; z.block_txs];
+        blocks.push(coins.payments(&to));
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let mut admin = daemon.admin().await;
+        let ids = ids.to_vec();
+        let done = done.clone();
+        clients.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = c * 97;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = &ids[i % ids.len()];
+                i += 1;
+                let t = Instant::now();
+                admin.ok("invoice.get", json!({"id": id})).await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let t = Instant::now();
+    let mut admin = daemon.admin().await;
+    for txs in &blocks {
+        rpc.send_all(txs).await;
+        let height = rpc.mine(1, &common::other_address()).await;
+        assert_eq!(height.len(), 1);
+        let h = rpc.height().await;
+        admin
+            .wait_chain_for("the block", Duration::from_secs(60), |c| {
+                c["scanned_height"].as_u64() >= Some(h)
+            })
+            .await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let secs = t.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = Vec::new();
+    for c in clients {
+        lat.extend(c.await.unwrap());
+    }
+    lat.sort_by(f64::total_cmp);
+    let p99 = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
+    (lat.len() as f64 / secs, p99, *lat.last().unwrap())
+}
+
+/// `samples` payments sent one by one, each timed from `sendrawtransaction` to its
+/// `payment.detected` event on a subscription: p50 and p99 in ms.
+async fn detection(
+    daemon: &Daemon,
+    rpc: &Rpc,
+    coins: &mut Coins,
+    samples: usize,
+) -> (f64, f64) {
+    let mut admin = daemon.admin().await;
+    // Invoices of their own for the samples.
+    let mut by_address = HashMap::new();
+    let mut creator = daemon.admin().await;
+    for _ in 0..samples {
+        let inv = creator.invoice(json!({"amount": "0.001"})).await;
+        by_address.insert(
+            inv["address"].as_str().unwrap().to_string(),
+            inv["id"].as_str().unwrap().to_string(),
+        );
+    }
+    let last = creator.ok("daemon.status", json!({})).await["events_last_seq"].clone();
+    admin
+        .send_line(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe",
+                    "params": {"after_seq": last}})
+            .to_string(),
+        )
+        .await;
+    admin.read().await.unwrap();
+    let mut lat = Vec::new();
+    for (address, id) in &by_address {
+        let tx = coins.payments(&[Some(address.as_str())]);
+        let t = Instant::now();
+        rpc.send_all(&tx).await;
+        loop {
+            let msg = admin.read().await.unwrap();
+            let ev = &msg["params"];
+            if ev["type"] == "payment.detected" && ev["invoice_id"] == json!(id) {
+                break;
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let at = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
+    (at(50), at(99))
+}
+
+impl Admin {
+    /// As `wait_chain`, for as long as `limit`.
+    async fn wait_chain_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) {
+        let t = Instant::now();
+        loop {
+            let s = self.ok("chain.status", json!({"chain": "regtest"})).await;
+            if pred(&s["chains"][0]) {
+                return;
+            }
+            assert!(t.elapsed() < limit, "timed out waiting for {what}: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
