@@ -9,10 +9,10 @@
 //! against the number of open invoices, and the create rate against the number of
 //! clients.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "bench/chart.rs"]
 mod chart;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "bench/load.rs"]
 mod load;
 
@@ -106,11 +106,8 @@ async fn main() {
     ])
     .await;
     let rpc = Rpc::new(&node.url());
-    let need = z.blocks * z.block_txs
-        + z.get_blocks * z.block_txs
-        + z.mempool_restart
-        + z.samples
-        + 1000;
+    let need =
+        z.blocks * z.block_txs + z.get_blocks * z.block_txs + z.mempool_restart + z.samples + 1000;
     let t = Instant::now();
     let mut coins = Coins::fund(&rpc, need).await;
     println!("bench: {need} coins in {:.1} s", t.elapsed().as_secs_f64());
@@ -220,13 +217,23 @@ async fn main() {
         let ms = catch_up * 1000.0 / z.blocks as f64;
         per_block.push((open as f64, ms));
         row(
-            &format!("catch-up, blocks of {} txs, {open} open invoices", z.block_txs),
-            format!("{ms:.2} ms/block = {:.2}x the floor ({floor_ms:.2} ms)", ms / floor_ms),
+            &format!(
+                "catch-up, blocks of {} txs, {open} open invoices",
+                z.block_txs
+            ),
+            format!(
+                "{ms:.2} ms/block = {:.2}x the floor ({floor_ms:.2} ms)",
+                ms / floor_ms
+            ),
             "1.5x",
         );
         // Every payment in those blocks found, once.
         let detected = events_of_type(&mut admin, "payment.detected").await;
-        assert_eq!(detected, z.blocks * 3, "every payment in the blocks found once");
+        assert_eq!(
+            detected,
+            z.blocks * 3,
+            "every payment in the blocks found once"
+        );
 
         // Start-up: a restart with nothing to scan, until the socket answers and the
         // watch set is loaded; then the memory it holds.
@@ -251,10 +258,13 @@ async fn main() {
                 "5 s",
             );
             if let Some((small, small_rss)) = rss_small {
-                let per = (rss.saturating_sub(small_rss) as f64 * 1024.0)
-                    / (open - small).max(1) as f64;
+                let per =
+                    (rss.saturating_sub(small_rss) as f64 * 1024.0) / (open - small).max(1) as f64;
                 row(
-                    &format!("memory per watched address (RSS {} MiB at {open})", rss / 1024),
+                    &format!(
+                        "memory per watched address (RSS {} MiB at {open})",
+                        rss / 1024
+                    ),
                     format!("{per:.0} bytes"),
                     "300 bytes",
                 );
@@ -287,7 +297,10 @@ async fn main() {
     rpc.send_all(&txs).await;
     let (p50, p99) = detection(&daemon, &rpc, &mut coins, z.samples).await;
     row(
-        &format!("detection with zmq_sequence, {} txs in the mempool", z.mempool_detect),
+        &format!(
+            "detection with zmq_sequence, {} txs in the mempool",
+            z.mempool_detect
+        ),
         format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
         "p99 100 ms",
     );
@@ -296,7 +309,9 @@ async fn main() {
     let more: Vec<Option<&str>> = vec![None; z.mempool_restart.saturating_sub(z.mempool_detect)];
     let txs = coins.payments(&more);
     rpc.send_all(&txs).await;
-    let size = rpc.call("getmempoolinfo", json!([])).await["size"].as_u64().unwrap();
+    let size = rpc.call("getmempoolinfo", json!([])).await["size"]
+        .as_u64()
+        .unwrap();
     daemon.kill();
     let t = Instant::now();
     daemon.spawn_unsynced().await;
@@ -362,7 +377,10 @@ async fn create(daemon: &Daemon, clients: usize, per_client: usize) {
             admin.send_line(&Value::Array(batch).to_string()).await;
             let answers = admin.read().await.unwrap();
             let answers = answers.as_array().unwrap();
-            assert!(answers.iter().all(|a| a["result"]["id"].is_string()), "{answers:?}");
+            assert!(
+                answers.iter().all(|a| a["result"]["id"].is_string()),
+                "{answers:?}"
+            );
         }
     }))
     .await;
@@ -500,12 +518,7 @@ async fn gets_during_blocks(
 
 /// `samples` payments sent one by one, each timed from `sendrawtransaction` to its
 /// `payment.detected` event on a subscription: p50 and p99 in ms.
-async fn detection(
-    daemon: &Daemon,
-    rpc: &Rpc,
-    coins: &mut Coins,
-    samples: usize,
-) -> (f64, f64) {
+async fn detection(daemon: &Daemon, rpc: &Rpc, coins: &mut Coins, samples: usize) -> (f64, f64) {
     let mut admin = daemon.admin().await;
     // Invoices of their own for the samples.
     let mut by_address = HashMap::new();

@@ -19,7 +19,14 @@ use miniscript::{Descriptor, ForEachKey};
 
 /// A source of fresh deposit addresses on one chain.
 #[derive(Debug, Clone)]
-pub(crate) enum AddressSource {
+pub(crate) struct AddressSource {
+    keys: Keys,
+    /// [`AddressSource::key_id`], written once.
+    id: String,
+}
+
+#[derive(Debug, Clone)]
+enum Keys {
     /// A descriptor on one Bitcoin network.
     Bitcoin {
         descriptor: Box<Descriptor<DescriptorPublicKey>>,
@@ -98,10 +105,11 @@ impl AddressSource {
             };
             return Err(format!("the key is for {is}, but the chain is {network}"));
         }
-        let source = AddressSource::Bitcoin {
+        let keys = Keys::Bitcoin {
             descriptor: Box::new(descriptor),
             network,
         };
+        let source = AddressSource::new(keys);
         source.derive(0)?;
         Ok(source)
     }
@@ -135,28 +143,33 @@ impl AddressSource {
         let external = xpub
             .derive_pub(secp(), &[ChildNumber::Normal { index: 0 }])
             .map_err(|e| format!("cannot derive its external chain: {e}"))?;
-        let source = AddressSource::Evm {
+        let source = AddressSource::new(Keys::Evm {
             account: xpub,
             external,
-        };
+        });
         source.derive(0)?;
         Ok(source)
     }
 
     /// A stable name of the key, so that a new key starts its own index at 0 and an
     /// old one never reuses an index.
-    pub(crate) fn key_id(&self) -> String {
-        match self {
-            AddressSource::Bitcoin { descriptor, .. } => descriptor.to_string(),
-            AddressSource::Evm { account, .. } => account.to_string(),
-        }
+    pub(crate) fn key_id(&self) -> &str {
+        &self.id
+    }
+
+    fn new(keys: Keys) -> AddressSource {
+        let id = match &keys {
+            Keys::Bitcoin { descriptor, .. } => descriptor.to_string(),
+            Keys::Evm { account, .. } => account.to_string(),
+        };
+        AddressSource { keys, id }
     }
 
     /// The address at `index`.
     pub(crate) fn derive(&self, index: u32) -> Result<Derived, String> {
         let cannot = |e: &dyn std::fmt::Display| format!("cannot derive index {index}: {e}");
-        match self {
-            AddressSource::Bitcoin {
+        match &self.keys {
+            Keys::Bitcoin {
                 descriptor,
                 network,
             } => {
@@ -172,7 +185,7 @@ impl AddressSource {
                     script: script.into_bytes(),
                 })
             }
-            AddressSource::Evm { external, .. } => {
+            Keys::Evm { external, .. } => {
                 let child = ChildNumber::from_normal_idx(index).map_err(|e| cannot(&e))?;
                 let key = external
                     .derive_pub(secp(), &[child])
@@ -301,7 +314,8 @@ mod tests {
         let plain = format!("wpkh({xpub}/0/*)");
         let with = AddressSource::parse(&plain, Network::Bitcoin)
             .unwrap()
-            .key_id();
+            .key_id()
+            .to_string();
         assert!(with.contains('#'));
         assert!(AddressSource::parse(&with, Network::Bitcoin).is_ok());
         let (body, sum) = with.split_once('#').unwrap();

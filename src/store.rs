@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     outbox: Option<Outbox>,
     /// Woken when deliveries may have been queued.
     pub(crate) outbox_ready: tokio::sync::Notify,
+    /// The next derivation index per chain and key, once read.
+    next_index: std::sync::Mutex<HashMap<(String, String), u32>>,
 }
 
 /// What the metrics show of the database.
@@ -178,6 +180,7 @@ impl Store {
             woken,
             outbox,
             outbox_ready: tokio::sync::Notify::new(),
+            next_index: Default::default(),
         });
         Ok(Store {
             writer: writer::Writer::start(conn, shared.clone())?,
@@ -222,14 +225,10 @@ impl Store {
     pub(crate) fn init_cursor(&self, chain: &str, height: u64, hash: &str) -> StoreResult<()> {
         let (chain, hash) = (chain.to_string(), hash.to_string());
         self.write(move |_, conn| {
-            conn.execute(
-                "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
-                 ON CONFLICT(chain) DO NOTHING",
-                params![chain, height, hash, now()],
+            conn.prepare_cached("INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
+                 ON CONFLICT(chain) DO NOTHING")?.execute(params![chain, height, hash, now()],
             )?;
-            conn.execute(
-                "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
-                params![chain, height, hash],
+            conn.prepare_cached("INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)")?.execute(params![chain, height, hash],
             )?;
             Ok(())
         })
@@ -275,53 +274,43 @@ impl Store {
         &self,
         new: NewInvoice,
         key_id: &str,
-        derive: impl FnOnce(u32) -> Result<(String, Vec<u8>), String> + Send + 'static,
+        derive: impl FnOnce(u32) -> Result<(String, Vec<u8>), String>,
     ) -> StoreResult<Created> {
+        // A retry is answered with what the first call made, and takes no new index.
+        if let Some(key) = &new.idempotency_key
+            && let Some(earlier) = earlier_invoice(&*self.read()?, self, key, &new.request)?
+        {
+            return Ok((earlier, None));
+        }
+        // The index is handed out here and the address derived on the caller's thread,
+        // so that the writer does none of the key arithmetic. No index is handed out
+        // twice; one whose create is then refused is left unused, never reused.
+        let index = self.next_index(&new.chain, key_id)?;
+        let (address, script) = derive(index).map_err(|e| anyhow::anyhow!(e))?;
         let key_id = key_id.to_string();
         self.write(move |db, tx| {
-            if let Some(key) = &new.idempotency_key {
-                let earlier: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT id, request FROM invoices WHERE idempotency_key = ?1",
-                        [key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((id, request)) = earlier {
-                    if request != new.request {
-                        return Err(StoreError::IdempotencyConflict);
-                    }
-                    return Ok((db.invoice_view(tx, &id)?, None));
-                }
+            if let Some(key) = &new.idempotency_key
+                && let Some(earlier) = earlier_invoice(tx, db, key, &new.request)?
+            {
+                return Ok((earlier, None));
             }
-            let index: u32 = tx
-                .query_row(
-                    "SELECT next_index FROM derivation WHERE chain = ?1 AND key_id = ?2",
-                    params![new.chain, key_id],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            let (address, script) = derive(index).map_err(|e| anyhow::anyhow!(e))?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(chain, key_id) DO UPDATE SET next_index = excluded.next_index",
-                params![new.chain, key_id, index + 1],
-            )?;
+                 ON CONFLICT(chain, key_id) DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
+            )?
+            .execute(params![new.chain, key_id, index + 1])?;
             let now = now();
             let id = uuid::Uuid::new_v4().to_string();
             let created_height = cursor_of(tx, &new.chain)?.map(|c| c.height);
             let expires_at = new
                 .expires_in
                 .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-            tx.execute(
-                "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
+            tx.prepare_cached("INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
                     amount_due, tolerance, confirmations, status, reason, decision, order_id, client_id,
                     email, title, description, callback_url, metadata, idempotency_key, request,
                     created_height, created_at, expires_at, updated_at, completed_at, closed_at, wake_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', NULL, NULL, ?12, ?13,
-                    ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)",
-                params![
+                    ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)")?.execute(params![
                     id,
                     new.chain,
                     new.asset,
@@ -361,6 +350,31 @@ impl Store {
             )?;
             Ok((view, Some((script, id))))
         })
+    }
+
+    /// The next derivation index of `key_id` on `chain`, taken: read from the database
+    /// the first time, counted here after.
+    fn next_index(&self, chain: &str, key_id: &str) -> StoreResult<u32> {
+        let mut next = self.next_index.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (chain.to_string(), key_id.to_string());
+        let slot = match next.get_mut(&key) {
+            Some(slot) => slot,
+            None => {
+                let stored: Option<u32> = self
+                    .read()?
+                    .prepare_cached(
+                        "SELECT next_index FROM derivation WHERE chain = ?1 AND key_id = ?2",
+                    )?
+                    .query_row(params![chain, key_id], |r| r.get(0))
+                    .optional()?;
+                next.entry(key).or_insert(stored.unwrap_or(0))
+            }
+        };
+        let index = *slot;
+        *slot = index
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("the key's derivation indexes are used up"))?;
+        Ok(index)
     }
 
     /// The invoice object, or `NotFound`.
@@ -469,10 +483,8 @@ impl Store {
                 Action::MarkCompleted => Decision::MarkedCompleted,
                 Action::MarkRefunded => Decision::Refunded,
             };
-            tx.execute(
-                "UPDATE invoices SET decision = ?2 WHERE id = ?1",
-                params![id, decision.as_str()],
-            )?;
+            tx.prepare_cached("UPDATE invoices SET decision = ?2 WHERE id = ?1")?
+                .execute(params![id, decision.as_str()])?;
             let view = db.settle(tx, id, &[], None)?;
             Ok(view)
         })
@@ -495,9 +507,7 @@ impl Store {
             }
             let now = now();
             let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
-            tx.execute(
-                "UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, expires_at, now],
+            tx.prepare_cached("UPDATE invoices SET expires_at = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, expires_at, now],
             )?;
             let view = db.settle(tx, id, &[], None)?;
             Ok(view)
@@ -620,24 +630,41 @@ impl Shared {
     }
 }
 
+/// The invoice an earlier create with idempotency `key` made, if any; a conflict if
+/// it was made from other params.
+fn earlier_invoice(
+    conn: &Connection,
+    db: &Shared,
+    key: &str,
+    request: &str,
+) -> StoreResult<Option<Value>> {
+    let earlier: Option<(String, String)> = conn
+        .prepare_cached("SELECT id, request FROM invoices WHERE idempotency_key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match earlier {
+        None => Ok(None),
+        Some((_, r)) if r != request => Err(StoreError::IdempotencyConflict),
+        Some((id, _)) => Ok(Some(db.invoice_view(conn, &id)?)),
+    }
+}
+
 fn last_seq_of(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+        .query_row([], |r| r.get(0))
 }
 
 fn cursor_of(conn: &Connection, chain: &str) -> rusqlite::Result<Option<Cursor>> {
-    conn.query_row(
-        "SELECT height, hash, synced_at, finalized FROM cursors WHERE chain = ?1",
-        [chain],
-        |r| {
+    conn.prepare_cached("SELECT height, hash, synced_at, finalized FROM cursors WHERE chain = ?1")?
+        .query_row([chain], |r| {
             Ok(Cursor {
                 height: r.get(0)?,
                 hash: r.get(1)?,
                 synced_at: r.get(2)?,
                 finalized: r.get(3)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 fn units(r: &Row<'_>, i: usize) -> rusqlite::Result<U256> {
@@ -663,13 +690,11 @@ fn parsed<T>(r: &Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::R
 }
 
 fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>> {
-    conn.query_row(
-        "SELECT id, chain, asset, decimals, mode, address, derivation_index, amount_due,
+    conn.prepare_cached("SELECT id, chain, asset, decimals, mode, address, derivation_index, amount_due,
                 tolerance, confirmations, status, reason, decision, order_id, client_id, email, title,
                 description, callback_url, metadata, created_at, expires_at, updated_at,
                 completed_at, closed_at
-         FROM invoices WHERE id = ?1",
-        [id],
+         FROM invoices WHERE id = ?1")?.query_row([id],
         |r| {
             let due: Option<String> = r.get(7)?;
             let reason: Option<String> = r.get(11)?;

@@ -4,7 +4,7 @@
 
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey, All};
+use bitcoin::secp256k1::{All, Message, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
     Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf, Sequence, Transaction,
@@ -86,7 +86,10 @@ impl Rpc {
     }
 
     pub async fn height(&self) -> u64 {
-        self.call("getblockcount", json!([])).await.as_u64().unwrap()
+        self.call("getblockcount", json!([]))
+            .await
+            .as_u64()
+            .unwrap()
     }
 
     pub async fn send_all(&self, txs: &[Transaction]) {
@@ -189,7 +192,10 @@ impl Coins {
         let spent: Amount = output.iter().map(|o| o.value).sum();
         let mut output = output;
         // A fan-out keeps its change; a payment spends the whole coin.
-        let change = input.1.checked_sub(spent + FEE * 10).unwrap_or(Amount::ZERO);
+        let change = input
+            .1
+            .checked_sub(spent + FEE * 10)
+            .unwrap_or(Amount::ZERO);
         if change > Amount::from_sat(10_000) {
             output.push(TxOut {
                 value: change,
@@ -243,7 +249,9 @@ impl Gate {
                 if !o.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
-                f.lock().unwrap().get_or_insert_with(std::time::Instant::now);
+                f.lock()
+                    .unwrap()
+                    .get_or_insert_with(std::time::Instant::now);
                 tokio::spawn(async move {
                     let _ = inbound.set_nodelay(true);
                     let Ok(mut outbound) =

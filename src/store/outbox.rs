@@ -133,30 +133,30 @@ impl Store {
         let (id, attempt, retry_at) = (delivery.id, attempt.clone(), retry_at);
         let delivered = attempt.delivered();
         self.write(move |_, tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO delivery_attempts (delivery_id, at, http_status, error, body)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    id,
-                    attempt.at,
-                    attempt.http_status,
-                    attempt.error,
-                    attempt.body
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                attempt.at,
+                attempt.http_status,
+                attempt.error,
+                attempt.body
+            ])?;
             let status = match (delivered, retry_at) {
                 (true, _) => "delivered",
                 (false, Some(_)) => "pending",
                 (false, None) => "failed",
             };
             // A redelivery may have reset the row meanwhile: only the attempt it made counts.
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = attempts + 1,
                     first_attempt_at = COALESCE(first_attempt_at, ?3),
                     next_attempt_at = COALESCE(?4, next_attempt_at), updated_at = ?5
                  WHERE id = ?1 AND status = 'pending'",
-                params![id, status, attempt.at, retry_at, now()],
-            )?;
+            )?
+            .execute(params![id, status, attempt.at, retry_at, now()])?;
             Ok(())
         })
     }
@@ -188,25 +188,18 @@ impl Store {
         event_seq: Option<i64>,
     ) -> StoreResult<Value> {
         let d = self.write(move |_, conn| {
-            let id: i64 = conn
-                .query_row(
-                    "SELECT id FROM deliveries WHERE (?1 IS NOT NULL AND id = ?1) OR (?2 IS NOT NULL AND event_seq = ?2)
-                     ORDER BY id DESC LIMIT 1",
-                    params![delivery_id, event_seq],
+            let id: i64 = conn.prepare_cached("SELECT id FROM deliveries WHERE (?1 IS NOT NULL AND id = ?1) OR (?2 IS NOT NULL AND event_seq = ?2)
+                     ORDER BY id DESC LIMIT 1")?.query_row(params![delivery_id, event_seq],
                     |r| r.get(0),
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
             let now = now();
-            conn.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, first_attempt_at = NULL,
-                    updated_at = ?2 WHERE id = ?1",
-                params![id, now],
+            conn.prepare_cached("UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, first_attempt_at = NULL,
+                    updated_at = ?2 WHERE id = ?1")?.execute(params![id, now],
             )?;
-            let mut d = conn.query_row(
-                "SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
-                [id],
+            let mut d = conn.prepare_cached("SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1")?.query_row([id],
                 delivery_json,
             )?;
             d["attempts"] = attempts_of(conn, id)?;

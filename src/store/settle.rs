@@ -147,28 +147,24 @@ impl Shared {
             }
             // Back to the mempool as far as we know; the next look at the mempool at the
             // tip tells whether it is still there or dropped.
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE payments SET state = 'PENDING', block_height = NULL, block_hash = NULL
                  WHERE chain = ?1 AND state = 'CONFIRMED' AND block_height > ?2",
-                params![chain, fork],
-            )?;
-            tx.execute(
-                "DELETE FROM blocks WHERE chain = ?1 AND height > ?2",
-                params![chain, fork],
-            )?;
-            let hash: String = tx.query_row(
-                "SELECT hash FROM blocks WHERE chain = ?1 AND height = ?2",
-                params![chain, fork],
-                |r| r.get(0),
-            )?;
+            )?
+            .execute(params![chain, fork])?;
+            tx.prepare_cached("DELETE FROM blocks WHERE chain = ?1 AND height > ?2")?
+                .execute(params![chain, fork])?;
+            let hash: String = tx
+                .prepare_cached("SELECT hash FROM blocks WHERE chain = ?1 AND height = ?2")?
+                .query_row(params![chain, fork], |r| r.get(0))?;
             set_cursor(tx, chain, fork, &hash, now)?;
         }
 
         for block in up.connect.iter() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)",
-                params![chain, block.height, block.hash],
-            )?;
+            )?
+            .execute(params![chain, block.height, block.hash])?;
             for f in &block.payments {
                 applied.new_payments += record(tx, chain, f, Some(block), now, &mut changes)?;
             }
@@ -176,10 +172,8 @@ impl Shared {
         }
         if let Some(last) = up.connect.last() {
             let keep = u64::from(policy.max_reorg_depth) + EXTRA_BLOCKS_KEPT;
-            tx.execute(
-                "DELETE FROM blocks WHERE chain = ?1 AND height < ?2",
-                params![chain, last.height.saturating_sub(keep)],
-            )?;
+            tx.prepare_cached("DELETE FROM blocks WHERE chain = ?1 AND height < ?2")?
+                .execute(params![chain, last.height.saturating_sub(keep)])?;
         }
         for block in &up.rescanned {
             for f in &block.payments {
@@ -207,16 +201,18 @@ impl Shared {
         drop(drop_tx);
         let mut finality_moved = false;
         if let Some(f) = up.finalized {
-            finality_moved = tx.execute(
-                "UPDATE cursors SET finalized = ?2 WHERE chain = ?1 AND finalized IS NOT ?2",
-                params![chain, f],
-            )? > 0;
+            finality_moved = tx
+                .prepare_cached(
+                    "UPDATE cursors SET finalized = ?2 WHERE chain = ?1 AND finalized IS NOT ?2",
+                )?
+                .execute(params![chain, f])?
+                > 0;
         }
         if let Some(at) = up.synced_at {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE cursors SET synced_at = MAX(COALESCE(synced_at, 0), ?2) WHERE chain = ?1",
-                params![chain, at],
-            )?;
+            )?
+            .execute(params![chain, at])?;
         }
 
         // Which invoices to judge again: those whose payments changed, those whose
@@ -275,11 +271,11 @@ impl Shared {
             let timed_out = p.timed_out || out.timed_out.contains(&i);
             let notified = out.ready[i];
             if (timed_out, notified) != (p.timed_out, p.confirmed_notified) {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE payments SET timed_out = ?4, confirmed_notified = ?5
                      WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-                    params![inv.chain, p.txid, p.index, timed_out, notified],
-                )?;
+                )?
+                .execute(params![inv.chain, p.txid, p.index, timed_out, notified])?;
             }
             if notified && !p.confirmed_notified {
                 confirmed_now.push(i);
@@ -309,19 +305,19 @@ impl Shared {
             if status_changed || !changes.is_empty() {
                 inv.updated_at = now;
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE invoices SET status = ?2, reason = ?3, decision = ?4, completed_at = ?5,
                     closed_at = ?6, updated_at = ?7 WHERE id = ?1",
-                params![
-                    id,
-                    inv.status.as_str(),
-                    inv.reason.map(Reason::as_str),
-                    inv.decision.map(Decision::as_str),
-                    inv.completed_at,
-                    inv.closed_at,
-                    inv.updated_at,
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                inv.status.as_str(),
+                inv.reason.map(Reason::as_str),
+                inv.decision.map(Decision::as_str),
+                inv.completed_at,
+                inv.closed_at,
+                inv.updated_at,
+            ])?;
         }
 
         schedule(tx, &inv, &pays, &out, policy, (tip, finalized), now, watch)?;
@@ -429,11 +425,11 @@ fn record(
             return Ok(1);
         }
         (Some(state), Some(b)) => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE payments SET state = 'CONFIRMED', block_height = ?4, block_hash = ?5
                  WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-                params![chain, f.txid, f.index, b.height, b.hash],
-            )?;
+            )?
+            .execute(params![chain, f.txid, f.index, b.height, b.hash])?;
             if state == "DROPPED" {
                 changes.push((f.invoice_id.clone(), detected()));
             } else {
@@ -441,9 +437,7 @@ fn record(
             }
         }
         (Some("DROPPED"), None) => {
-            tx.execute(
-                "UPDATE payments SET state = 'PENDING', rbf = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
-                params![chain, f.txid, f.index, f.rbf],
+            tx.prepare_cached("UPDATE payments SET state = 'PENDING', rbf = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3")?.execute(params![chain, f.txid, f.index, f.rbf],
             )?;
             changes.push((f.invoice_id.clone(), detected()));
         }
@@ -453,10 +447,8 @@ fn record(
 }
 
 fn set_cursor(tx: &Connection, chain: &str, height: u64, hash: &str, now: i64) -> StoreResult<()> {
-    tx.execute(
-        "INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
-         ON CONFLICT(chain) DO UPDATE SET height = excluded.height, hash = excluded.hash, updated_at = excluded.updated_at",
-        params![chain, height, hash, now],
+    tx.prepare_cached("INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
+         ON CONFLICT(chain) DO UPDATE SET height = excluded.height, hash = excluded.hash, updated_at = excluded.updated_at")?.execute(params![chain, height, hash, now],
     )?;
     Ok(())
 }
@@ -515,11 +507,9 @@ fn schedule(
     now: i64,
     watch: Option<&mut Vec<WatchChange>>,
 ) -> StoreResult<()> {
-    let (stored_wake, stored_watched, script): (Option<i64>, bool, Vec<u8>) = tx.query_row(
-        "SELECT wake_at, watched, script FROM invoices WHERE id = ?1",
-        [&inv.id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (stored_wake, stored_watched, script): (Option<i64>, bool, Vec<u8>) = tx
+        .prepare_cached("SELECT wake_at, watched, script FROM invoices WHERE id = ?1")?
+        .query_row([&inv.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let late_window = i64::try_from(policy.late_payment_window).unwrap_or(i64::MAX);
     let window_end = inv.closed_at.map(|c| c.saturating_add(late_window));
     let in_window = window_end.is_none_or(|w| now < w);

@@ -160,15 +160,17 @@ fn commit_group(
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
+    let run = |sql: &str| {
+        tx.prepare_cached(sql)
+            .and_then(|mut st| st.execute([]))
+            .map_err(|e| e.to_string())
+    };
     for job in group.iter_mut() {
-        tx.execute_batch("SAVEPOINT job")
-            .map_err(|e| e.to_string())?;
-        let end = if job.run(shared, &tx) {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
-        tx.execute_batch(end).map_err(|e| e.to_string())?;
+        run("SAVEPOINT job")?;
+        if !job.run(shared, &tx) {
+            run("ROLLBACK TO job")?;
+        }
+        run("RELEASE job")?;
     }
     tx.commit().map_err(|e| e.to_string())
 }
@@ -207,15 +209,18 @@ mod tests {
         const N: u64 = 32;
         // The first write holds the writer until every other one is queued.
         let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
         let first = {
             let store = store.clone();
             std::thread::spawn(move || {
                 store.write(move |_, _| {
+                    started.send(()).unwrap();
                     held.recv().unwrap();
                     Ok(())
                 })
             })
         };
+        running.recv().unwrap();
         let others: Vec<_> = (1..N)
             .map(|h| {
                 let store = store.clone();
