@@ -34,7 +34,10 @@ enum Keys {
     },
     /// The account key m/44'/60'/0' of an Ethereum-like chain, and its external
     /// chain m/44'/60'/0'/0, derived once: each address is then one step from it.
-    Evm { account: Xpub, external: Xpub },
+    Evm {
+        account: Box<Xpub>,
+        external: Box<Xpub>,
+    },
 }
 
 /// One derived deposit address.
@@ -144,8 +147,8 @@ impl AddressSource {
             .derive_pub(secp(), &[ChildNumber::Normal { index: 0 }])
             .map_err(|e| format!("cannot derive its external chain: {e}"))?;
         let source = AddressSource::new(Keys::Evm {
-            account: xpub,
-            external,
+            account: Box::new(xpub),
+            external: Box::new(external),
         });
         source.derive(0)?;
         Ok(source)

@@ -197,7 +197,7 @@ impl Api {
         // A token invoice matches transfers of that token's contract to the address.
         // Derived on the writer, with the index it hands out.
         let owner = Arc::clone(chain);
-        let (view, watch) = self.store.create_invoice(new, &source.key_id(), move |i| {
+        let (view, watch) = self.store.create_invoice(new, source.key_id(), move |i| {
             let source = owner.settings.addresses.as_ref().ok_or("no key")?;
             source.derive(i).map(|d| match owner.settings.kind {
                 Kind::Bitcoin => (d.address, d.script),
