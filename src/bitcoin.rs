@@ -470,11 +470,7 @@ pub(crate) async fn rescan(
             blocks.push(found);
         }
     }
-    let update = ChainUpdate {
-        rescanned: blocks,
-        ..Default::default()
-    };
-    let applied = store.blocking(move |s| s.apply(&name, update)).await?;
-    chain.watchlist.apply(&applied.watch);
-    Ok(applied.new_payments)
+    Ok(watcher::commit_rescan(chain, store, blocks)
+        .await?
+        .new_payments)
 }

@@ -155,23 +155,34 @@ impl Bitcoind {
             .collect()
     }
 
-    /// `getblock` at verbosity 0, decoded off the async threads.
+    /// `getblock` at verbosity 0, parsed and decoded off the async threads.
     pub(crate) async fn block(&self, hash: &BlockHash) -> Result<Block, NodeError> {
-        let hex: String = match self.call("getblock", &[json!(hash), json!(0)]).await {
+        let at = *hash;
+        let decode = move |hex: String| {
+            let bytes = const_hex::decode(&hex)
+                .map_err(|e| NodeError::Transient(format!("block {at} is not hex: {e}")))?;
+            bitcoin::consensus::deserialize(&bytes)
+                .map_err(|e| NodeError::Transient(format!("block {at} did not decode: {e}")))
+        };
+        let params = json!([hash, 0]);
+        let answer = self
+            .calls
+            .run("getblock", async {
+                self.rpc
+                    .call_then("getblock", params, decode)
+                    .await?
+                    .map_err(|f| classify("getblock", f))
+            })
+            .await;
+        match answer {
             Err(NodeError::Transient(m)) if m.contains("pruned") => {
-                return Err(NodeError::Persistent(format!(
+                Err(NodeError::Persistent(format!(
                     "the node has pruned block {hash}, which settled has not scanned yet: \
                      raise the node's prune target or set start_height past it ({m})"
-                )));
+                )))
             }
-            other => other?,
-        };
-        let hash = *hash;
-        off_thread(move || {
-            deserialize_hex(&hex)
-                .map_err(|e| NodeError::Transient(format!("block {hash} did not decode: {e}")))
-        })
-        .await
+            other => other,
+        }
     }
 
     /// `getrawmempool`.

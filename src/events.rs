@@ -41,7 +41,8 @@ pub(crate) fn insert(
     at: i64,
     data: Value,
 ) -> rusqlite::Result<i64> {
-    let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    // Time-ordered (UUIDv7): new ids land at the end of the id index, not at random.
+    let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     conn.prepare_cached(
         "INSERT INTO events (id, type, invoice_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
 use alloy::primitives::{Address, B256, U256};
 
 use crate::bitcoind::NodeError;
@@ -24,6 +26,9 @@ use crate::watcher::{self, Ctx, NodeView, WatchError};
 
 /// Blocks read per step while catching up: one `eth_getLogs` and one commit each.
 const BLOCKS_PER_STEP: u64 = 100;
+
+/// Node calls of one step in flight at once.
+const IN_FLIGHT: usize = 8;
 
 /// The key a payment is matched by: the 20 address bytes for the native coin, the
 /// token contract's then the address's for a token (`invoices.script`).
@@ -260,13 +265,13 @@ async fn read(
         .as_ref()
         .expect("an ethereum chain has a node");
     let settings = &chain.settings;
-    let mut blocks: Vec<EvmBlock> = Vec::new();
-    for height in from..=to {
-        match node.block(height).await? {
-            Some(b) => blocks.push(b),
-            None => break,
-        }
-    }
+    // Several calls in flight at once: the node answers them side by side.
+    let fetched: Vec<Option<EvmBlock>> = stream::iter(from..=to)
+        .map(|h| node.block(h))
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let blocks: Vec<EvmBlock> = fetched.into_iter().map_while(|b| b).collect();
     let Some(last) = blocks.last() else {
         return Ok(Vec::new());
     };
@@ -275,7 +280,18 @@ async fn read(
     // Native coin: payments keyed (tx, position in the call tree); a direct one is 0.
     // Ordered by the transaction's place in its block: the order they are detected in.
     let mut native: BTreeMap<(u64, usize, u32), (B256, String, U256)> = BTreeMap::new();
-    for b in &blocks {
+    let traces: Vec<_> = match settings.trace_internal_transfers {
+        true => {
+            let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
+            stream::iter(numbers)
+                .map(|n| node.traces(n))
+                .buffered(IN_FLIGHT)
+                .try_collect()
+                .await?
+        }
+        false => Vec::new(),
+    };
+    for (at, b) in blocks.iter().enumerate() {
         for (pos, (tx, to, value)) in b.txs.iter().enumerate() {
             if let Some(invoice) = to
                 .filter(|_| !value.is_zero())
@@ -284,8 +300,7 @@ async fn read(
                 native.insert((b.number, pos, 0), (*tx, invoice, *value));
             }
         }
-        if settings.trace_internal_transfers {
-            let traces = node.traces(b.number).await?;
+        if let Some(traces) = traces.get(at) {
             for (i, (hash, frame)) in traces.iter().enumerate() {
                 let tx = match hash.or_else(|| b.txs.get(i).map(|t| t.0)) {
                     Some(tx) => tx,
@@ -299,12 +314,16 @@ async fn read(
     }
     // Only successful transactions pay: one receipt per paying transaction.
     let txs: BTreeSet<B256> = native.values().map(|(tx, _, _)| *tx).collect();
-    let mut failed = BTreeSet::new();
-    for tx in txs {
-        if !node.succeeded(tx).await? {
-            failed.insert(tx);
-        }
-    }
+    let outcomes: Vec<(B256, bool)> = stream::iter(txs)
+        .map(|tx| async move { Ok::<_, NodeError>((tx, node.succeeded(tx).await?)) })
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let failed: BTreeSet<B256> = outcomes
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(tx, _)| tx)
+        .collect();
 
     let mut found: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
     for ((height, _, index), (tx, invoice_id, amount)) in native {
@@ -480,13 +499,7 @@ pub(crate) async fn rescan(
         }
         start = end + 1;
     }
-    let update = ChainUpdate {
-        rescanned: blocks,
-        ..Default::default()
-    };
-    let n = name.clone();
-    let applied = store.blocking(move |s| s.apply(&n, update)).await?;
-    chain.watchlist.apply(&applied.watch);
+    let applied = watcher::commit_rescan(chain, store, blocks).await?;
     let unexplained = if key.len() == 20 && !chain.settings.trace_internal_transfers {
         let address = Address::from_slice(&key);
         let balance = node.balance(address, cursor.height).await?;

@@ -4,7 +4,6 @@
 //! subscription costs only the wait for the next poll.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use futures_util::StreamExt;
@@ -19,20 +18,11 @@ pub(crate) async fn run(
     ready: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match subscribe(&url, &ready, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(chain = %chain, "ws_url {url}: {e}; polling carries on, subscribing again in {delay:?}")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
+    let what = format!("ws_url {url}");
+    crate::rpc::keep_connected(&chain, &what, &shutdown, || {
+        subscribe(&url, &ready, &shutdown)
+    })
+    .await
 }
 
 /// One subscription: `Ok` at shutdown, an error when it failed or ended.

@@ -98,15 +98,34 @@ impl HttpRpc {
         method: &str,
         params: Value,
     ) -> Result<Answer<T>, NodeError> {
+        self.call_then(method, params, Ok).await
+    }
+
+    /// Calls `method` with `params`, and turns its result into a `U` with `then` on
+    /// the same thread that parsed it (a blocking one, for a large answer).
+    pub(crate) async fn call_then<T, U>(
+        &self,
+        method: &str,
+        params: Value,
+        then: impl FnOnce(T) -> Result<U, NodeError> + Send + 'static,
+    ) -> Result<Answer<U>, NodeError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        U: Send + 'static,
+    {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let bytes = self.post(method, body.to_string()).await?;
         let method_name = method.to_string();
-        let response: Response<T> = parse(bytes, move |b| {
-            serde_json::from_slice(&b).map_err(|e| not_json(&method_name, &b, e))
+        parse(bytes, move |b| {
+            let response: Response<T> =
+                serde_json::from_slice(&b).map_err(|e| not_json(&method_name, &b, e))?;
+            match response.answer(&method_name) {
+                Ok(t) => then(t).map(Ok),
+                Err(f) => Ok(Err(f)),
+            }
         })
-        .await?;
-        Ok(response.answer(method))
+        .await
     }
 
     /// Calls `method` once per entry of `params`, all in one request; the answers

@@ -65,3 +65,31 @@ impl NodeCalls {
         self.timeout * 4
     }
 }
+
+/// Runs `connect` (a push connection to a node: ZMQ, WebSocket) until `shutdown`, and
+/// again after each failure, waiting longer each time up to 30 s. Polling backs it
+/// up meanwhile, which the warning says.
+pub(crate) async fn keep_connected<F, Fut>(
+    chain: &str,
+    url: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut connect: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(chain = %chain, "{url}: {e}; polling carries on, connecting again in {delay:?}")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitcoind::NodeError;
 use crate::chain::Chain;
-use crate::store::{Applied, ChainUpdate, Cursor, Store, StoreError, now};
+use crate::store::{Applied, BlockFound, ChainUpdate, Cursor, Store, StoreError, now};
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,23 @@ impl Ctx {
             .await?;
         find_fork(node, |h| Ok(ours.get(&h).cloned()), cur, max_depth).await
     }
+}
+
+/// Commits what an `invoice.rescan` found, then follows the watch set's changes it
+/// made.
+pub(crate) async fn commit_rescan(
+    chain: &Chain,
+    store: &Arc<Store>,
+    blocks: Vec<BlockFound>,
+) -> Result<Applied, StoreError> {
+    let update = ChainUpdate {
+        rescanned: blocks,
+        ..Default::default()
+    };
+    let name = chain.settings.name.clone();
+    let applied = store.blocking(move |s| s.apply(&name, update)).await?;
+    chain.watchlist.apply(&applied.watch);
+    Ok(applied)
 }
 
 /// One kind of chain follower: a poll reads the node from the store's cursor on and

@@ -71,21 +71,19 @@ pub(crate) async fn run(
     inbox: Arc<Inbox>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match follow(&url, &inbox, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(chain = %chain, "zmq_sequence {url}: {e}; polling carries on, reconnecting in {delay:?}");
+    crate::rpc::keep_connected(
+        &chain,
+        &format!("zmq_sequence {url}"),
+        &shutdown,
+        || async {
+            let r = follow(&url, &inbox, &shutdown).await;
+            if r.is_err() {
                 inbox.push(Notice::Lost);
             }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
+            r
+        },
+    )
+    .await
 }
 
 /// One connection: `Ok` at shutdown, an error when it failed.
