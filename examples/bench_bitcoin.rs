@@ -299,6 +299,13 @@ async fn main() {
             big = Some((daemon, ids, gate));
         }
     }
+    chart::line(
+        &out.join("per-block.svg"),
+        &format!("catch-up cost per block of {} txs", z.block_txs),
+        "open invoices",
+        "ms per block",
+        &per_block,
+    );
     let (mut daemon, ids, _gate) = big.unwrap();
     let open = *levels.last().unwrap();
 
@@ -354,13 +361,6 @@ async fn main() {
         "10 s",
     );
 
-    chart::line(
-        &out.join("per-block.svg"),
-        &format!("catch-up cost per block of {} txs", z.block_txs),
-        "open invoices",
-        "ms per block",
-        &per_block,
-    );
     println!("\n| what | figure | target |\n|---|---|---|");
     for f in &table {
         println!("| {} | {} | {} |", f.what, f.figure, f.target);
