@@ -109,7 +109,10 @@ impl Follower {
         // may have mined what left the mempool, so evictions wait for a calm poll.
         // With push in step, only what it added is new; without, the whole mempool is
         // read and compared with the last look.
-        let new: Vec<Txid> = if self.push.is_some() && self.in_sync {
+        // Push counts only while connected: a dead publisher pushes nothing, and says so
+        // only once.
+        let pushing = self.push.as_ref().is_some_and(|i| i.connected());
+        let new: Vec<Txid> = if pushing && self.in_sync {
             added
         } else {
             let txids: HashSet<Txid> = self.node().mempool().await?.into_iter().collect();
@@ -121,7 +124,7 @@ impl Follower {
                 .collect();
             tracing::debug!(chain = %self.name(), new = new.len(), "mempool read whole");
             self.mempool = txids;
-            self.in_sync = self.push.is_some();
+            self.in_sync = pushing;
             new
         };
         let cursor = self.ctx.cursor().await?;

@@ -7,6 +7,7 @@
 //! Polling stays: push only makes things faster.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub(crate) struct Inbox {
     queue: Mutex<VecDeque<Notice>>,
     /// Woken on every notice.
     pub(crate) ready: Notify,
+    /// Subscribed and connected: while not, nothing is pushed and the follower reads
+    /// the mempool whole at every poll.
+    connected: AtomicBool,
 }
 
 impl Inbox {
@@ -55,6 +59,15 @@ impl Inbox {
             }
         }
         self.ready.notify_one();
+    }
+
+    /// Whether notices can come at all now.
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::SeqCst);
     }
 
     /// Takes every notice waiting.
@@ -77,6 +90,7 @@ pub(crate) async fn run(
         &shutdown,
         || async {
             let r = follow(&url, &inbox, &shutdown).await;
+            inbox.set_connected(false);
             if r.is_err() {
                 inbox.push(Notice::Lost);
             }
@@ -102,6 +116,7 @@ async fn follow(url: &str, inbox: &Inbox, shutdown: &CancellationToken) -> Resul
         .map_err(|e| format!("cannot subscribe: {e}"))?;
     tracing::info!("zmq_sequence {url}: connected");
     // Whatever happened before the subscription took is found by reading it all.
+    inbox.set_connected(true);
     inbox.push(Notice::Lost);
     let mut last: Option<u32> = None;
     let mut first_connect = true;
@@ -111,6 +126,7 @@ async fn follow(url: &str, inbox: &Inbox, shutdown: &CancellationToken) -> Resul
             event = events.next() => match event {
                 Some(SocketEvent::Disconnected(_)) => {
                     tracing::warn!("zmq_sequence {url}: disconnected; polling carries on");
+                    inbox.set_connected(false);
                     inbox.push(Notice::Lost);
                     last = None;
                 }
@@ -118,6 +134,7 @@ async fn follow(url: &str, inbox: &Inbox, shutdown: &CancellationToken) -> Resul
                 Some(SocketEvent::Connected(..)) if std::mem::take(&mut first_connect) => {}
                 Some(SocketEvent::Connected(..)) => {
                     tracing::info!("zmq_sequence {url}: connected again");
+                    inbox.set_connected(true);
                     inbox.push(Notice::Lost);
                     last = None;
                 }

@@ -102,6 +102,14 @@ async fn when_zmq_goes_away_polling_still_finds_the_next_payment() {
     node.set_args(&[]);
     node.restart().await;
     wait_log(&daemon, "disconnected; polling carries on").await;
+    // Polls go on after the disconnection has been taken in; the next payment is
+    // found by them, not by a push that no longer comes.
+    let from = unix_now();
+    admin
+        .wait_chain("polls after the disconnection", |c| {
+            c["last_poll_at"].as_i64() > Some(from + 1)
+        })
+        .await;
     let second = admin.invoice(json!({"amount": "0.1"})).await;
     payer
         .pay(&node, second["address"].as_str().unwrap(), "0.1", false)
