@@ -442,20 +442,15 @@ pub(crate) async fn rescan(
         .bitcoind
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
-    let name = chain.settings.name.clone();
-    let (id, n) = (invoice_id.to_string(), name.clone());
-    let (target, cursor) = store
-        .blocking(move |s| Ok((s.invoice_target(&id)?, s.cursor(&n)?)))
-        .await?;
-    let (_, script, created_height) = target;
-    let Some(cursor) = cursor else {
+    let Some(watcher::RescanStart {
+        key: script,
+        from,
+        cursor,
+        ours,
+    }) = watcher::rescan_start(chain, store, invoice_id, from_height).await?
+    else {
         return Ok(0);
     };
-    let from = from_height.or(created_height).unwrap_or(cursor.height);
-    let n = name.clone();
-    let ours = store
-        .blocking(move |s| s.block_hashes(&n, from, cursor.height))
-        .await?;
     let mut blocks = Vec::new();
     for height in from..=cursor.height {
         let Some(hash) = node.block_hash(height).await? else {

@@ -286,7 +286,7 @@ fn classify(method: &str, f: RpcFailure) -> NodeError {
     }
 }
 
-/// Runs CPU-heavy decoding on a blocking thread.
+/// Runs CPU-heavy parsing or decoding of a node's answer on a blocking thread.
 pub(crate) async fn off_thread<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {

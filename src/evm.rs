@@ -472,21 +472,17 @@ pub(crate) async fn rescan(
         .ethnode
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the chain has no node"))?;
-    let name = chain.settings.name.clone();
-    let (id, n) = (invoice_id.to_string(), name.clone());
-    let (target, cursor) = store
-        .blocking(move |s| Ok((s.invoice_target(&id)?, s.cursor(&n)?)))
-        .await?;
-    let (_, key, created_height) = target;
-    let Some(cursor) = cursor else {
+    let name = &chain.settings.name;
+    let Some(watcher::RescanStart {
+        key,
+        from: mut start,
+        cursor,
+        ours,
+    }) = watcher::rescan_start(chain, store, invoice_id, from_height).await?
+    else {
         return Ok((0, None));
     };
     let owner = |k: &[u8]| (k == key.as_slice()).then(|| invoice_id.to_string());
-    let mut start = from_height.or(created_height).unwrap_or(cursor.height);
-    let n = name.clone();
-    let ours = store
-        .blocking(move |s| s.block_hashes(&n, start, cursor.height))
-        .await?;
     let mut blocks = Vec::new();
     while start <= cursor.height {
         let end = cursor.height.min(start + BLOCKS_PER_STEP - 1);

@@ -261,9 +261,7 @@ async fn parse<T: Send + 'static>(
     if bytes.len() < PARSE_OFF_THREAD {
         return f(bytes);
     }
-    tokio::task::spawn_blocking(move || f(bytes))
-        .await
-        .map_err(|e| NodeError::Transient(format!("parsing the node's answer failed: {e}")))?
+    crate::bitcoind::off_thread(move || f(bytes)).await
 }
 
 fn not_json(method: &str, body: &[u8], e: serde_json::Error) -> NodeError {

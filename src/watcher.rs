@@ -119,6 +119,42 @@ impl Ctx {
     }
 }
 
+/// Where an `invoice.rescan` starts, read in one go: the invoice's script (or match
+/// key), the first height to search (`from_height`, else the height at its creation),
+/// the cursor, and the hashes the store holds up to it.
+pub(crate) struct RescanStart {
+    pub(crate) key: Vec<u8>,
+    pub(crate) from: u64,
+    pub(crate) cursor: Cursor,
+    pub(crate) ours: std::collections::BTreeMap<u64, String>,
+}
+
+/// [`RescanStart`] of `invoice_id`; `None` before the chain's first poll.
+pub(crate) async fn rescan_start(
+    chain: &Chain,
+    store: &Arc<Store>,
+    invoice_id: &str,
+    from_height: Option<u64>,
+) -> Result<Option<RescanStart>, StoreError> {
+    let (id, name) = (invoice_id.to_string(), chain.settings.name.clone());
+    store
+        .blocking(move |s| {
+            let (_, key, created_height) = s.invoice_target(&id)?;
+            let Some(cursor) = s.cursor(&name)? else {
+                return Ok(None);
+            };
+            let from = from_height.or(created_height).unwrap_or(cursor.height);
+            let ours = s.block_hashes(&name, from, cursor.height)?;
+            Ok(Some(RescanStart {
+                key,
+                from,
+                cursor,
+                ours,
+            }))
+        })
+        .await
+}
+
 /// Commits what an `invoice.rescan` found, then follows the watch set's changes it
 /// made.
 pub(crate) async fn commit_rescan(

@@ -1,7 +1,5 @@
 //! `invoice.*`: invoices created, read, listed, decided on, extended and rescanned.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::{Api, CHAIN_UNAVAILABLE, INTERNAL, Params, RpcError, limit};
@@ -195,11 +193,8 @@ impl Api {
             request,
         };
         // A token invoice matches transfers of that token's contract to the address.
-        // Derived on the writer, with the index it hands out.
-        let owner = Arc::clone(chain);
-        let (view, watch) = self.store.create_invoice(new, source.key_id(), move |i| {
-            let source = owner.settings.addresses.as_ref().ok_or("no key")?;
-            source.derive(i).map(|d| match owner.settings.kind {
+        let (view, watch) = self.store.create_invoice(new, source.key_id(), |i| {
+            source.derive(i).map(|d| match cs.kind {
                 Kind::Bitcoin => (d.address, d.script),
                 Kind::Ethereum => (d.address, evm::match_key(contract.as_ref(), &d.script)),
             })
