@@ -52,6 +52,10 @@ pub(crate) fn insert(
     Ok(seq)
 }
 
+/// The query of [`list`].
+pub(crate) const AFTER: &str = "SELECT seq, id, type, invoice_id, created_at, data FROM events
+     WHERE seq > ?1 AND (?2 IS NULL OR invoice_id = ?2) ORDER BY seq LIMIT ?3";
+
 /// Events after `after_seq`, oldest first, at most `limit`, optionally of one invoice.
 pub(crate) fn list(
     conn: &Connection,
@@ -59,10 +63,7 @@ pub(crate) fn list(
     limit: u32,
     invoice_id: Option<&str>,
 ) -> rusqlite::Result<Vec<Value>> {
-    let mut st = conn.prepare_cached(
-        "SELECT seq, id, type, invoice_id, created_at, data FROM events
-         WHERE seq > ?1 AND (?2 IS NULL OR invoice_id = ?2) ORDER BY seq LIMIT ?3",
-    )?;
+    let mut st = conn.prepare_cached(AFTER)?;
     let rows = st.query_map(params![after_seq, invoice_id, limit], |r| event_json(r, 0))?;
     rows.collect()
 }

@@ -172,7 +172,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(readers::STATEMENTS_CACHED);
+        readers::keep_statements(&conn)?;
         // The writer's page cache: the indexes' hot pages stay in memory at a million
         // invoices (SQLite's default is 2 MiB).
         conn.pragma_update(None, "cache_size", -32_768)?;
@@ -474,11 +474,12 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
     .optional()
 }
 
+/// An invoice's payments, in the order they were first seen and detected.
+const PAYMENTS_OF: &str = "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf, timed_out, confirmed_notified, detected
+     FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, detected";
+
 fn load_payments(conn: &Connection, invoice_id: &str) -> rusqlite::Result<Vec<Payment>> {
-    let mut st = conn.prepare_cached(
-        "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf, timed_out, confirmed_notified, detected
-         FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, detected",
-    )?;
+    let mut st = conn.prepare_cached(PAYMENTS_OF)?;
     let rows = st.query_map([invoice_id], |r| {
         Ok(Payment {
             txid: r.get(0)?,

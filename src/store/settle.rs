@@ -597,4 +597,35 @@ mod tests {
             );
         }
     }
+
+    /// A cached statement is prepared once: binding new values does not make SQLite
+    /// parse and plan it again (see `readers::keep_statements`). It was, on every
+    /// call, for each of these.
+    #[test]
+    fn cached_statements_are_not_prepared_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
+        let conn = store.read().unwrap();
+        for i in 0..5 {
+            crate::store::load_payments(&conn, &format!("invoice-{i}")).unwrap();
+            crate::events::list(&conn, i, 10 + i as u32, None).unwrap();
+            for sql in [DUE, CONFIRMING, DISCONNECTED] {
+                let mut st = conn.prepare_cached(sql).unwrap();
+                let params: Vec<i64> = vec![i; st.parameter_count()];
+                let mut rows = st.query(rusqlite::params_from_iter(params)).unwrap();
+                while rows.next().unwrap().is_some() {}
+            }
+        }
+        for sql in [
+            crate::store::PAYMENTS_OF,
+            crate::events::AFTER,
+            DUE,
+            CONFIRMING,
+            DISCONNECTED,
+        ] {
+            let st = conn.prepare_cached(sql).unwrap();
+            let again = st.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "prepared again {again} times: {sql}");
+        }
+    }
 }
