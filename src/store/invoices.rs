@@ -126,7 +126,7 @@ impl Store {
 
     /// The invoice object, or `NotFound`.
     pub(crate) fn get_invoice(&self, id: &str) -> StoreResult<Value> {
-        self.invoice_view(&*self.read()?, id)
+        self.read()?.snapshot(|conn| self.invoice_view(conn, id))
     }
 
     /// The invoice's chain and script (for rescans).
@@ -156,40 +156,41 @@ impl Store {
 
     /// `invoice.list`: newest first, `limit` a page, with the cursor of the next page.
     pub(crate) fn list_invoices(&self, f: &ListFilter) -> StoreResult<(Vec<Value>, Option<i64>)> {
-        let conn = self.read()?;
-        let mut st = conn.prepare(
-            "SELECT rowid, id FROM invoices WHERE
-                (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR chain = ?2) AND
-                (?3 IS NULL OR order_id = ?3) AND (?4 IS NULL OR created_at > ?4) AND
-                (?5 IS NULL OR created_at < ?5) AND (?6 IS NULL OR rowid < ?6)
-             ORDER BY rowid DESC LIMIT ?7",
-        )?;
-        let rows: Vec<(i64, String)> = st
-            .query_map(
-                params![
-                    f.status.map(Status::as_str),
-                    f.chain,
-                    f.order_id,
-                    f.created_after,
-                    f.created_before,
-                    f.cursor,
-                    i64::from(f.limit) + 1
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .collect::<Result<_, _>>()?;
-        let more = rows.len() > f.limit as usize;
-        let page = &rows[..rows.len().min(f.limit as usize)];
-        let views = page
-            .iter()
-            .map(|(_, id)| self.invoice_view(&conn, id))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next = if more {
-            page.last().map(|(r, _)| *r)
-        } else {
-            None
-        };
-        Ok((views, next))
+        self.read()?.snapshot(|conn| {
+            let mut st = conn.prepare(
+                "SELECT rowid, id FROM invoices WHERE
+                    (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR chain = ?2) AND
+                    (?3 IS NULL OR order_id = ?3) AND (?4 IS NULL OR created_at > ?4) AND
+                    (?5 IS NULL OR created_at < ?5) AND (?6 IS NULL OR rowid < ?6)
+                 ORDER BY rowid DESC LIMIT ?7",
+            )?;
+            let rows: Vec<(i64, String)> = st
+                .query_map(
+                    params![
+                        f.status.map(Status::as_str),
+                        f.chain,
+                        f.order_id,
+                        f.created_after,
+                        f.created_before,
+                        f.cursor,
+                        i64::from(f.limit) + 1
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            let more = rows.len() > f.limit as usize;
+            let page = &rows[..rows.len().min(f.limit as usize)];
+            let views = page
+                .iter()
+                .map(|(_, id)| self.invoice_view(conn, id))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let next = if more {
+                page.last().map(|(r, _)| *r)
+            } else {
+                None
+            };
+            Ok((views, next))
+        })
     }
 
     /// `invoice.void`, `invoice.mark_completed`, `invoice.mark_refunded`.

@@ -76,6 +76,21 @@ pub(super) fn keep_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+impl Reader<'_> {
+    /// Runs `f` in one read transaction: what it reads is one commit's state (an
+    /// invoice, its chain's cursor and its payments agree), and the snapshot is taken
+    /// once rather than once per statement.
+    pub(super) fn snapshot<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.prepare_cached("BEGIN")?.execute([])?;
+        let out = f(self);
+        self.prepare_cached("COMMIT")?.execute([])?;
+        out
+    }
+}
+
 impl Deref for Reader<'_> {
     type Target = Connection;
 
