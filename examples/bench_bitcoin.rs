@@ -24,6 +24,9 @@ use common::{Admin, Daemon, Node, descriptor, free_port};
 use load::{Coins, Gate, Rpc};
 use serde_json::{Value, json};
 
+/// How many times each catch-up is run.
+const CATCH_UP_RUNS: usize = 3;
+
 struct Sizes {
     /// Open invoices at which the catch-up is measured; the last is the big one.
     levels: Vec<usize>,
@@ -238,20 +241,50 @@ async fn main() {
         let ids = ids(&daemon, 2_000).await;
 
         // The catch-up over the full blocks: from the first call that reaches the node
-        // to the last block committed.
-        let mut admin = daemon.admin().await;
-        gate.open();
-        admin
-            .wait_chain_for("the catch-up", Duration::from_secs(900), |c| {
-                c["scanned_height"].as_u64() == Some(tip)
-            })
-            .await;
-        let catch_up = gate.first().unwrap().elapsed().as_secs_f64();
-        let ms = catch_up * 1000.0 / z.blocks as f64;
+        // to the last block committed. Three times from the same saved database, the
+        // median reported: one run on this machine varies by a third.
+        daemon.kill();
+        let db = daemon.dir.path().join("data/settled.db");
+        let saved = daemon.dir.path().join("saved.db");
+        copy_db(&db, &saved);
+        let mut runs = Vec::new();
+        for run in 0..CATCH_UP_RUNS {
+            if run > 0 {
+                daemon.kill();
+                gate.close();
+            }
+            copy_db(&saved, &db);
+            daemon.spawn_unsynced().await;
+            let mut admin = daemon.admin().await;
+            admin
+                .wait_chain_for("the watch set loaded", Duration::from_secs(600), |c| {
+                    c["watched_addresses"].as_u64() == Some(open as u64)
+                })
+                .await;
+            gate.open();
+            admin
+                .wait_chain_for("the catch-up", Duration::from_secs(900), |c| {
+                    c["scanned_height"].as_u64() == Some(tip)
+                })
+                .await;
+            runs.push(gate.first().unwrap().elapsed().as_secs_f64());
+            // Every payment in those blocks found, once.
+            let detected = admin.count_events("payment.detected").await;
+            assert_eq!(
+                detected,
+                z.blocks * 3,
+                "every payment in the blocks found once"
+            );
+        }
+        for f in [saved.clone(), wal(&saved)] {
+            let _ = std::fs::remove_file(f);
+        }
+        runs.sort_by(f64::total_cmp);
+        let ms = runs[runs.len() / 2] * 1000.0 / z.blocks as f64;
         per_block.push((open as f64, ms));
         row(
             &format!(
-                "catch-up, blocks of {} txs, {open} open invoices",
+                "catch-up, blocks of {} txs, {open} open invoices (median of {CATCH_UP_RUNS})",
                 z.block_txs
             ),
             format!(
@@ -259,13 +292,6 @@ async fn main() {
                 ms / floor_ms
             ),
             "1.5x",
-        );
-        // Every payment in those blocks found, once.
-        let detected = admin.count_events("payment.detected").await;
-        assert_eq!(
-            detected,
-            z.blocks * 3,
-            "every payment in the blocks found once"
         );
 
         // Start-up: a restart with nothing to scan, until the socket answers and the
@@ -449,6 +475,20 @@ async fn ids(daemon: &Daemon, n: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// Copies a database that no process has open, with its write-ahead log.
+fn copy_db(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    let _ = std::fs::remove_file(wal(to));
+    let _ = std::fs::remove_file(to.with_extension("db-shm"));
+    if wal(from).exists() {
+        std::fs::copy(wal(from), wal(to)).unwrap();
+    }
+}
+
+fn wal(db: &std::path::Path) -> std::path::PathBuf {
+    db.with_extension("db-wal")
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -284,14 +284,15 @@ impl Follower {
                 break Ok(Linked::Broken);
             }
             prev = fetched.block.hash.clone();
-            if let Err(e) = self.ctx.step().await {
-                break Err(e);
-            }
+            let height = fetched.block.height;
             let update = ChainUpdate {
                 connect: vec![fetched.block],
                 ..Default::default()
             };
             if let Err(e) = self.ctx.apply(update).await {
+                break Err(e);
+            }
+            if let Err(e) = self.ctx.stepped(height, &prev) {
                 break Err(e);
             }
             for t in &fetched.txids {

@@ -63,12 +63,22 @@ impl Ctx {
             return Err(WatchError::Shutdown);
         }
         let cur = self.cursor().await?;
+        self.stepped(cur.height, &cur.hash)?;
+        Ok(cur)
+    }
+
+    /// As [`Ctx::step`], right after the block `height` (`hash`) was committed: the
+    /// cursor is known, so nothing is read (a catch-up makes one step per block).
+    pub(crate) fn stepped(&self, height: u64, hash: &str) -> Result<(), WatchError> {
+        if self.shutdown.is_cancelled() {
+            return Err(WatchError::Shutdown);
+        }
         self.chain.set_status(|s| {
-            s.scanned_height = Some(cur.height);
-            s.scanned_hash = Some(cur.hash.clone());
+            s.scanned_height = Some(height);
+            s.scanned_hash = Some(hash.to_string());
             s.alive_until = Some(Instant::now() + self.chain.calls.grace());
         });
-        Ok(cur)
+        Ok(())
     }
 
     /// On the very first run, places the cursor below `start_height`, or at the node's

@@ -272,6 +272,12 @@ impl Gate {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Drops new connections again, and forgets when the first one went through.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.first.lock().unwrap() = None;
+    }
+
     /// When the first connection went through.
     pub fn first(&self) -> Option<std::time::Instant> {
         *self.first.lock().unwrap()
