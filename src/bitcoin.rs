@@ -265,7 +265,10 @@ impl Follower {
                 && let Some((height, hash)) = ahead.next()
             {
                 let chain = self.ctx.chain.clone();
-                let with_txids = self.push.is_some();
+                // Hashing every transaction of the block is a good part of its cost,
+                // and needed only to take mined ones out of a mempool we keep: during a
+                // catch-up that mempool is still empty (it is read at the tip).
+                let with_txids = self.push.is_some() && !self.mempool.is_empty();
                 in_flight.push_back(tokio::spawn(fetch(chain, height, hash, with_txids)));
             }
             let Some(next) = in_flight.pop_front() else {

@@ -11,11 +11,11 @@ use std::str::FromStr;
 
 use alloy::primitives::{Address, keccak256};
 use bitcoin::base58;
-use bitcoin::bip32::{ChildNumber, Xpub};
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpub};
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Network, NetworkKind};
-use miniscript::descriptor::{DescriptorPublicKey, DescriptorType};
-use miniscript::{Descriptor, ForEachKey};
+use miniscript::descriptor::{DescriptorPublicKey, DescriptorType, DescriptorXKey};
+use miniscript::{Descriptor, ForEachKey, Translator, translate_hash_clone};
 
 /// A source of fresh deposit addresses on one chain.
 #[derive(Debug, Clone)]
@@ -38,6 +38,33 @@ enum Keys {
         account: Box<Xpub>,
         external: Box<Xpub>,
     },
+}
+
+/// Derives each xpub of a descriptor down to the parent of its wildcard, once: every
+/// address is then one derivation step away instead of one per path element (two for
+/// the usual `.../0/*`, the better part of the time of an `invoice.create`). Only the
+/// scripts matter here, so the keys' origins are left as they were.
+struct ToWildcardParent;
+
+impl Translator<DescriptorPublicKey> for ToWildcardParent {
+    type TargetPk = DescriptorPublicKey;
+    type Error = bitcoin::bip32::Error;
+
+    fn pk(&mut self, pk: &DescriptorPublicKey) -> Result<DescriptorPublicKey, Self::Error> {
+        match pk {
+            DescriptorPublicKey::XPub(x) if !x.derivation_path.is_empty() => {
+                Ok(DescriptorPublicKey::XPub(DescriptorXKey {
+                    origin: x.origin.clone(),
+                    xkey: x.xkey.derive_pub(secp(), &x.derivation_path)?,
+                    derivation_path: DerivationPath::master(),
+                    wildcard: x.wildcard,
+                }))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    translate_hash_clone!(DescriptorPublicKey);
 }
 
 /// One derived deposit address.
@@ -108,11 +135,16 @@ impl AddressSource {
             };
             return Err(format!("the key is for {is}, but the chain is {network}"));
         }
+        // The key id stays the descriptor as configured: the database knows it by that.
+        let id = descriptor.to_string();
+        let descriptor = descriptor
+            .translate_pk(&mut ToWildcardParent)
+            .map_err(|e| format!("cannot derive the descriptor's keys: {e:?}"))?;
         let keys = Keys::Bitcoin {
             descriptor: Box::new(descriptor),
             network,
         };
-        let source = AddressSource::new(keys);
+        let source = AddressSource { keys, id };
         source.derive(0)?;
         Ok(source)
     }

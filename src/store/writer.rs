@@ -139,24 +139,26 @@ fn run(mut conn: Connection, shared: &Shared, counts: &Counts, jobs: Receiver<Bo
             group.push(next);
         }
         let commit = commit_group(&mut conn, shared, &mut group);
-        if commit.is_ok() {
+        if commit == Ok(true) {
             counts.commits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("settled_db_commits_total").increment(1);
             shared.wake(&conn);
         }
+        let commit = commit.map(|_| ());
         for job in group {
             job.answer(commit.clone());
         }
     }
 }
 
-/// Runs `group` in one transaction, each job in its own savepoint, and commits. An
-/// error of the transaction itself (not of a job) keeps none of the group.
+/// Runs `group` in one transaction, each job in its own savepoint, and commits; says
+/// whether anything was committed. An error of the transaction itself (not of a job)
+/// keeps none of the group.
 fn commit_group(
     conn: &mut Connection,
     shared: &Shared,
     group: &mut [Box<dyn Pending>],
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
@@ -165,6 +167,14 @@ fn commit_group(
             .and_then(|mut st| st.execute([]))
             .map_err(|e| e.to_string())
     };
+    // A job alone needs no savepoint (whose journal copies every page it changes): if
+    // it is refused, the whole transaction is its own to roll back.
+    if let [job] = group {
+        return match job.run(shared, &tx) {
+            true => tx.commit().map(|()| true).map_err(|e| e.to_string()),
+            false => tx.rollback().map(|()| false).map_err(|e| e.to_string()),
+        };
+    }
     for job in group.iter_mut() {
         run("SAVEPOINT job")?;
         if !job.run(shared, &tx) {
@@ -172,7 +182,7 @@ fn commit_group(
         }
         run("RELEASE job")?;
     }
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit().map(|()| true).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
