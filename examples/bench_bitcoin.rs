@@ -186,10 +186,15 @@ async fn main() {
         let mut daemon = configure(&node, &gate.url, &zmq, start_height);
         daemon.spawn_unsynced().await;
         // One client, one at a time, each answered once durable.
-        let mut admin = daemon.admin().await;
+        let mut client = Lean::connect(&daemon).await;
+        let line = format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "invoice.create",
+                   "params": {"chain": "regtest", "amount": "0.01"}})
+        );
         let t = Instant::now();
         for _ in 0..z.creates_one {
-            admin.invoice(json!({"amount": "0.01"})).await;
+            client.call(&line).await;
         }
         let rate = z.creates_one as f64 / t.elapsed().as_secs_f64();
         row(
@@ -253,13 +258,7 @@ async fn main() {
                 gate.close();
             }
             copy_db(&saved, &db);
-            daemon.spawn_unsynced().await;
-            let mut admin = daemon.admin().await;
-            admin
-                .wait_chain_for("the watch set loaded", Duration::from_secs(600), |c| {
-                    c["watched_addresses"].as_u64() == Some(open as u64)
-                })
-                .await;
+            let mut admin = start_loaded(&mut daemon, open).await;
             gate.open();
             // Asked every 2 ms, not every 20: the wait's own granularity would add up
             // to a millisecond per block to a catch-up of 20 blocks.
@@ -302,13 +301,7 @@ async fn main() {
         // watch set is loaded; then the memory it holds.
         daemon.kill();
         let t = Instant::now();
-        daemon.spawn_unsynced().await;
-        let mut admin = daemon.admin().await;
-        admin
-            .wait_chain_for("the watch set loaded", Duration::from_secs(600), |c| {
-                c["watched_addresses"].as_u64() == Some(open as u64)
-            })
-            .await;
+        start_loaded(&mut daemon, open).await;
         let started = t.elapsed().as_secs_f64();
         let rss = rss_kib(daemon.pid());
         if n == 0 {
@@ -481,6 +474,52 @@ async fn ids(daemon: &Daemon, n: usize) -> Vec<String> {
     out
 }
 
+/// A client as lean as a load generator: a prepared line out, the answer's line in,
+/// checked for a result without parsing it. The clients run on the two cores the
+/// daemon runs on; parsing every answer took them a good part of one.
+struct Lean {
+    read: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    write: tokio::net::unix::OwnedWriteHalf,
+    answer: String,
+}
+
+impl Lean {
+    async fn connect(daemon: &Daemon) -> Lean {
+        let stream = tokio::net::UnixStream::connect(&daemon.socket)
+            .await
+            .unwrap();
+        let (read, write) = stream.into_split();
+        Lean {
+            read: tokio::io::BufReader::new(read),
+            write,
+            answer: String::new(),
+        }
+    }
+
+    /// Sends `line` (ending in a newline); the answer, which must be a result object.
+    async fn call(&mut self, line: &str) -> &str {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        self.write.write_all(line.as_bytes()).await.unwrap();
+        self.answer.clear();
+        self.read.read_line(&mut self.answer).await.unwrap();
+        assert!(self.answer.contains("\"result\":{"), "{}", self.answer);
+        &self.answer
+    }
+}
+
+/// Starts the daemon and waits until its socket answers and its watch set holds the
+/// `open` invoices.
+async fn start_loaded(daemon: &mut Daemon, open: usize) -> Admin {
+    daemon.spawn_unsynced().await;
+    let mut admin = daemon.admin().await;
+    admin
+        .wait_chain_for("the watch set loaded", Duration::from_secs(600), |c| {
+            c["watched_addresses"].as_u64() == Some(open as u64)
+        })
+        .await;
+    admin
+}
+
 /// Copies a database that no process has open, with its write-ahead log.
 fn copy_db(from: &std::path::Path, to: &std::path::Path) {
     std::fs::copy(from, to).unwrap();
@@ -558,15 +597,9 @@ async fn gets_during_blocks(
         .await;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
-    // Lean clients, as a load generator is: a prepared line out, the answer's line in,
-    // checked for its result and id without parsing the invoice (a parse per answer
-    // took the clients a good part of a core, on the two the daemon runs on).
+    // Lean clients (see `Lean`), each answer checked for its id.
     for c in 0..8 {
-        let stream = tokio::net::UnixStream::connect(&daemon.socket)
-            .await
-            .unwrap();
-        let (read, mut write) = stream.into_split();
-        let mut read = tokio::io::BufReader::new(read);
+        let mut client = Lean::connect(daemon).await;
         let lines: Vec<(String, String)> = ids
             .iter()
             .map(|id| {
@@ -577,22 +610,15 @@ async fn gets_during_blocks(
             .collect();
         let done = done.clone();
         clients.push(tokio::spawn(async move {
-            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
             let mut lat = Vec::new();
             let mut i = c * 97;
-            let mut answer = String::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let (line, id) = &lines[i % lines.len()];
                 i += 1;
                 let t = Instant::now();
-                write.write_all(line.as_bytes()).await.unwrap();
-                answer.clear();
-                read.read_line(&mut answer).await.unwrap();
+                let answer = client.call(line).await;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                assert!(
-                    answer.contains("\"result\":{") && answer.contains(id.as_str()),
-                    "invoice.get: {answer}"
-                );
+                assert!(answer.contains(id.as_str()), "invoice.get: {answer}");
             }
             lat
         }));
