@@ -157,7 +157,7 @@ impl Store {
     /// `invoice.list`: newest first, `limit` a page, with the cursor of the next page.
     pub(crate) fn list_invoices(&self, f: &ListFilter) -> StoreResult<(Vec<Value>, Option<i64>)> {
         self.read()?.snapshot(|conn| {
-            let mut st = conn.prepare(
+            let mut st = conn.prepare_cached(
                 "SELECT rowid, id FROM invoices WHERE
                     (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR chain = ?2) AND
                     (?3 IS NULL OR order_id = ?3) AND (?4 IS NULL OR created_at > ?4) AND

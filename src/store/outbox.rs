@@ -164,7 +164,7 @@ impl Store {
     /// `webhook.deliveries`: newest first.
     pub(crate) fn deliveries(&self, status: Option<&str>, limit: u32) -> StoreResult<Vec<Value>> {
         let conn = self.read()?;
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT d.id, d.event_seq, e.id, d.url, d.status, d.next_attempt_at
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
              WHERE ?1 IS NULL OR d.status = ?1 ORDER BY d.id DESC LIMIT ?2",

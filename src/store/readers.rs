@@ -103,11 +103,32 @@ impl Deref for Reader<'_> {
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        // A connection left inside a read transaction (a snapshot whose end failed)
+        // would show its old commit for good: it is closed, not kept.
+        if let Some(conn) = self.conn.take().filter(|c| c.is_autocommit()) {
             let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < KEPT {
                 idle.push(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    /// A reader given back inside a read transaction is not handed out again: it
+    /// would keep showing the commit its transaction began on.
+    #[test]
+    fn a_reader_left_in_a_transaction_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
+        let stuck = store.readers.get().unwrap();
+        stuck
+            .execute_batch("BEGIN; SELECT 1 FROM cursors;")
+            .unwrap();
+        drop(stuck);
+        assert!(store.readers.get().unwrap().is_autocommit());
     }
 }

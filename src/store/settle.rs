@@ -134,7 +134,7 @@ impl Shared {
         let mut changes: Vec<(String, PaymentChange)> = Vec::new();
 
         if let Some(fork) = up.disconnect_above {
-            let mut st = tx.prepare(DISCONNECTED)?;
+            let mut st = tx.prepare_cached(DISCONNECTED)?;
             let rows: Vec<(String, Option<String>)> = st
                 .query_map(params![chain, fork], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
@@ -183,7 +183,7 @@ impl Shared {
         for f in &up.mempool {
             applied.new_payments += record(tx, chain, f, None, now, &mut changes)?;
         }
-        let mut drop_tx = tx.prepare(EVICT)?;
+        let mut drop_tx = tx.prepare_cached(EVICT)?;
         for txid in &up.evicted {
             let rows: Vec<(String, u32)> = drop_tx
                 .query_map(params![chain, txid], |r| Ok((r.get(0)?, r.get(1)?)))?
