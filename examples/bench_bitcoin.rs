@@ -42,6 +42,8 @@ struct Sizes {
     mempool_restart: usize,
     samples: usize,
     idle_secs: u64,
+    /// The span of `invoice.get` beside a busy thread.
+    busy_secs: u64,
 }
 
 impl Sizes {
@@ -57,6 +59,7 @@ impl Sizes {
             mempool_restart: 100_000,
             samples: 300,
             idle_secs: 20,
+            busy_secs: 2,
         }
     }
 
@@ -84,6 +87,7 @@ impl Sizes {
             mempool_restart: 1_000,
             samples: 10,
             idle_secs: 2,
+            busy_secs: 1,
         }
     }
 }
@@ -353,6 +357,19 @@ async fn main() {
         format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
         "20,000/s, p99 2 ms, max 20 ms",
     );
+    // Its floors: the same clients with no block at all, alone on the cores, then
+    // beside one busy thread.
+    for (busy, what) in [
+        (false, "nothing else running"),
+        (true, "beside one busy thread"),
+    ] {
+        let (rate, p99, max) = gets_without_blocks(&daemon, &ids, z.busy_secs, busy).await;
+        row(
+            &format!("invoice.get, 8 clients, no blocks, {what}, {open} open"),
+            format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
+            "a floor of the line above",
+        );
+    }
 
     // Detection through zmq_sequence with a busy mempool.
     let background: Vec<Option<&str>> = vec![None; z.mempool_detect];
@@ -595,9 +612,57 @@ async fn gets_during_blocks(
             |c| c["last_poll_at"].as_i64() > Some(polled + 1),
         )
         .await;
+    gets(daemon, ids, async {
+        for txids in &blocks {
+            rpc.call("generateblock", json!([common::other_address(), txids]))
+                .await;
+            let h = rpc.height().await;
+            admin
+                .wait_chain_for("the block", Duration::from_secs(60), |c| {
+                    c["scanned_height"].as_u64() >= Some(h)
+                })
+                .await;
+        }
+    })
+    .await
+}
+
+/// `invoice.get` from 8 clients for `secs`, no block in sight, with or without one
+/// thread spinning on the same cores: the latency this machine gives with nothing
+/// else to do, and the floor that sharing its two cores with one busy process (the
+/// node connecting a block) sets.
+async fn gets_without_blocks(
+    daemon: &Daemon,
+    ids: &[String],
+    secs: u64,
+    beside_busy: bool,
+) -> (f64, f64, f64) {
+    let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(beside_busy));
+    let busy = {
+        let spin = spin.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while spin.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        })
+    };
+    // Measuring: a fixed span of time is the measurement itself.
+    let r = gets(daemon, ids, tokio::time::sleep(Duration::from_secs(secs))).await;
+    spin.store(false, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    r
+}
+
+/// `invoice.get` from 8 lean clients (see `Lean`), each answer checked for its id,
+/// until `until` is done: the rate, p99 and maximum latency in ms.
+async fn gets(
+    daemon: &Daemon,
+    ids: &[String],
+    until: impl std::future::Future<Output = ()>,
+) -> (f64, f64, f64) {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
-    // Lean clients (see `Lean`), each answer checked for its id.
     for c in 0..8 {
         let mut client = Lean::connect(daemon).await;
         let lines: Vec<(String, String)> = ids
@@ -624,16 +689,7 @@ async fn gets_during_blocks(
         }));
     }
     let t = Instant::now();
-    for txids in &blocks {
-        rpc.call("generateblock", json!([common::other_address(), txids]))
-            .await;
-        let h = rpc.height().await;
-        admin
-            .wait_chain_for("the block", Duration::from_secs(60), |c| {
-                c["scanned_height"].as_u64() >= Some(h)
-            })
-            .await;
-    }
+    until.await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let secs = t.elapsed().as_secs_f64();
     let mut lat: Vec<f64> = Vec::new();
