@@ -190,6 +190,10 @@ pub(crate) fn invoice_json(
         "overpaid_amount": fmt(out.overpaid),
         "underpaid_tolerance": fmt(inv.tolerance),
         "confirmations_required": out.required,
+        "price": Value::Null,
+        "paid_ratio": out.paid.ratio(),
+        "overpaid_ratio": out.paid.over(),
+        "options": [option_json(inv, out)],
         "order_id": inv.order_id,
         "client_id": inv.client_id,
         "email": inv.email,
@@ -205,9 +209,34 @@ pub(crate) fn invoice_json(
     })
 }
 
+/// One entry of the invoice's `options`: what is due and paid in one asset, and what
+/// is still to pay in it.
+fn option_json(inv: &Invoice, out: &Outcome) -> Value {
+    let fmt = |u: U256| amount::format(u, inv.decimals);
+    let remaining = out
+        .amount_due
+        .map(|d| fmt(out.paid.remaining(d.saturating_sub(inv.tolerance))));
+    json!({
+        "chain": inv.chain,
+        "asset": inv.asset,
+        "address": inv.address,
+        "derivation_index": inv.derivation_index,
+        "amount_due": out.amount_due.map(fmt),
+        "underpaid_tolerance": fmt(inv.tolerance),
+        "amount_paid": fmt(out.amount_paid),
+        "amount_confirmed": fmt(out.amount_confirmed),
+        "remaining": remaining,
+        "confirmations_required": out.required,
+        "added_at": inv.created_at,
+    })
+}
+
 /// One entry of the invoice's `payments`.
 pub(crate) fn payment_json(inv: &Invoice, p: &Payment, tip: Option<u64>) -> Value {
     json!({
+        "chain": inv.chain,
+        "asset": inv.asset,
+        "accepted": true,
         "txid": p.txid,
         "index": p.index,
         "amount": amount::format(p.amount, inv.decimals),

@@ -14,6 +14,7 @@ pub(crate) mod chain;
 pub(crate) mod chains;
 pub mod cli;
 pub(crate) mod config;
+pub(crate) mod coverage;
 pub mod daemon;
 pub(crate) mod ethnode;
 pub(crate) mod events;

@@ -5,6 +5,7 @@
 
 use crate::amount::{self, U256};
 use crate::chains::Policy;
+use crate::coverage::{Coverage, Term};
 use crate::invoice::{Decision, Invoice, Mode, Payment, PaymentState, Reason, Status};
 
 /// Everything the status depends on.
@@ -31,6 +32,9 @@ pub(crate) struct Outcome {
     pub(crate) amount_paid: U256,
     pub(crate) amount_confirmed: U256,
     pub(crate) overpaid: U256,
+    /// The coverage by every counted payment, on time or late: `paid_ratio`,
+    /// `overpaid_ratio` and each option's `remaining` follow from it.
+    pub(crate) paid: Coverage,
     pub(crate) required: u32,
     /// Per payment: counted and with the required confirmations.
     pub(crate) ready: Vec<bool>,
@@ -119,6 +123,20 @@ fn judge(f: Facts<'_>) -> Outcome {
             .map(|(p, _)| p.amount),
     );
     let overpaid = amount_due.map_or(U256::ZERO, |d| amount_paid.saturating_sub(d));
+    let due = match (inv.mode, amount_due) {
+        (Mode::Fixed, Some(d)) => Some(d.saturating_sub(inv.tolerance)),
+        (_, d) => d,
+    };
+    // Whether `paid` in the invoice's asset covers what is due.
+    let covers = |due: U256, paid: U256| Coverage::of(&[Term { due, paid }]).covers();
+    let paid = Coverage::of(
+        &due.map(|due| Term {
+            due,
+            paid: amount_paid,
+        })
+        .into_iter()
+        .collect::<Vec<_>>(),
+    );
     let mut out = Outcome {
         status: Status::Pending,
         reason: None,
@@ -126,6 +144,7 @@ fn judge(f: Facts<'_>) -> Outcome {
         amount_paid,
         amount_confirmed,
         overpaid,
+        paid,
         required,
         ready,
         timed_out: Vec::new(),
@@ -144,10 +163,6 @@ fn judge(f: Facts<'_>) -> Outcome {
         return out;
     }
 
-    let due = match (inv.mode, amount_due) {
-        (Mode::Fixed, Some(d)) => Some(d.saturating_sub(inv.tolerance)),
-        (_, d) => d,
-    };
     let sum_where = |pred: &dyn Fn(usize, &Payment) -> bool| {
         amount::sum(
             pays.iter()
@@ -159,7 +174,7 @@ fn judge(f: Facts<'_>) -> Outcome {
 
     if let Some(due) = due {
         // Rule 2.
-        if sum_where(&|i, p| eligible(p) && out.ready[i]) >= due {
+        if covers(due, sum_where(&|i, p| eligible(p) && out.ready[i])) {
             out.status = Status::Completed;
             let final_height = f.policy.final_height(f.tip, f.finalized);
             out.finalized = pays.iter().any(|p| p.counts())
@@ -172,7 +187,7 @@ fn judge(f: Facts<'_>) -> Outcome {
             return out;
         }
         // Rule 3, where a payment unconfirmed past the window stops counting.
-        if sum_where(&|_, p| eligible(p)) >= due {
+        if covers(due, sum_where(&|_, p| eligible(p))) {
             let window = i64::try_from(f.policy.confirmation_window).unwrap_or(i64::MAX);
             out.timed_out = pays
                 .iter()
@@ -186,7 +201,7 @@ fn judge(f: Facts<'_>) -> Outcome {
                 .map(|(i, _)| i)
                 .collect();
             let on_time = sum_where(&|i, p| eligible(p) && !out.timed_out.contains(&i));
-            if on_time >= due {
+            if covers(due, on_time) {
                 out.status = Status::WaitingForConfirmations;
                 return out;
             }

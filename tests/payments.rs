@@ -87,6 +87,23 @@ async fn installments_add_up() {
     node.mine_to(1, &me).await;
     let inv = admin.wait_status(id, "PARTIAL").await;
     assert_eq!(inv["amount_paid"], "0.2");
+    // A one-option invoice: its one option says what is left, exactly.
+    assert_eq!(inv["paid_ratio"], "0.4");
+    assert_eq!(inv["overpaid_ratio"], "0");
+    assert_eq!(inv["price"], json!(null));
+    let option = &inv["options"][0];
+    assert_eq!(inv["options"].as_array().unwrap().len(), 1);
+    assert_eq!(option["chain"], "regtest");
+    assert_eq!(option["asset"], "BTC");
+    assert_eq!(option["address"], inv["address"]);
+    assert_eq!(option["amount_due"], "0.5");
+    assert_eq!(option["amount_paid"], "0.2");
+    assert_eq!(option["remaining"], "0.3");
+    let payment = &inv["payments"][0];
+    assert_eq!(
+        (&payment["chain"], &payment["asset"], &payment["accepted"]),
+        (&json!("regtest"), &json!("BTC"), &json!(true))
+    );
 
     payer.pay(&node, address, "0.3", false).await;
     admin.wait_status(id, "WAITING_FOR_CONFIRMATIONS").await;
@@ -106,6 +123,9 @@ async fn overpayment_is_reported() {
     let inv = admin.wait_status(id, "COMPLETED").await;
     assert_eq!(inv["amount_paid"], "0.15");
     assert_eq!(inv["overpaid_amount"], "0.05");
+    assert_eq!(inv["paid_ratio"], "1.5");
+    assert_eq!(inv["overpaid_ratio"], "0.5");
+    assert_eq!(inv["options"][0]["remaining"], "0");
 }
 
 #[tokio::test]
