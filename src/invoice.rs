@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::amount::{self, U256};
-use crate::lifecycle::Outcome;
+use crate::lifecycle::{OptionOutcome, Outcome};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -97,20 +97,32 @@ impl Status {
     }
 }
 
+/// One way to pay an invoice: an asset on a chain, and what is due in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PayOption {
+    pub(crate) chain: String,
+    pub(crate) asset: String,
+    pub(crate) decimals: u8,
+    /// `None` in `open` mode: the first on-time payment sets it.
+    pub(crate) amount_due: Option<U256>,
+    pub(crate) tolerance: U256,
+    /// The override of the chain's tiers, if any.
+    pub(crate) confirmations: Option<u32>,
+    /// When it was added, or last quoted.
+    pub(crate) added_at: i64,
+}
+
 /// An invoice as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct Invoice {
     pub(crate) id: String,
+    /// Its payment options, in the order they were added; what the lifecycle reads.
+    pub(crate) options: Vec<PayOption>,
     pub(crate) chain: String,
-    pub(crate) asset: String,
     pub(crate) decimals: u8,
     pub(crate) mode: Mode,
     pub(crate) address: String,
     pub(crate) derivation_index: u32,
-    /// `None` in `open` mode: the first on-time payment sets it.
-    pub(crate) amount_due: Option<U256>,
-    pub(crate) tolerance: U256,
-    pub(crate) confirmations: Option<u32>,
     pub(crate) status: Status,
     pub(crate) reason: Option<Reason>,
     pub(crate) decision: Option<Decision>,
@@ -131,6 +143,9 @@ pub(crate) struct Invoice {
 /// A payment as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Payment {
+    pub(crate) chain: String,
+    /// What was paid: counted only in an option of this chain and asset.
+    pub(crate) asset: String,
     pub(crate) txid: String,
     pub(crate) index: u32,
     pub(crate) amount: U256,
@@ -172,28 +187,54 @@ pub(crate) fn invoice_json(
     out: &Outcome,
     tip: Option<u64>,
 ) -> Value {
-    let fmt = |u: U256| amount::format(u, inv.decimals);
-    let payments: Vec<Value> = payments.iter().map(|p| payment_json(inv, p, tip)).collect();
+    let options: Vec<Value> = inv
+        .options
+        .iter()
+        .zip(&out.options)
+        .map(|(o, oo)| option_json(inv, o, oo, out))
+        .collect();
+    let payments: Vec<Value> = payments
+        .iter()
+        .zip(&out.accepted)
+        .map(|(p, accepted)| payment_json(inv, p, *accepted, tip))
+        .collect();
+    // The only option's figures at the top, as before options; null otherwise.
+    let only = inv
+        .options
+        .first()
+        .zip(out.only())
+        .filter(|_| inv.options.len() == 1);
+    let fmt = |o: &PayOption, u: U256| amount::format(u, o.decimals);
+    let top = |f: &dyn Fn(&PayOption, &OptionOutcome) -> Value| {
+        only.map_or(Value::Null, |(o, oo)| f(o, oo))
+    };
     json!({
         "id": inv.id,
         "status": inv.status,
         "reason": inv.reason,
         "marked": inv.decision == Some(Decision::MarkedCompleted),
         "mode": inv.mode,
-        "chain": inv.chain,
-        "asset": inv.asset,
-        "address": inv.address,
-        "derivation_index": inv.derivation_index,
-        "amount_due": out.amount_due.map(fmt),
-        "amount_paid": fmt(out.amount_paid),
-        "amount_confirmed": fmt(out.amount_confirmed),
-        "overpaid_amount": fmt(out.overpaid),
-        "underpaid_tolerance": fmt(inv.tolerance),
-        "confirmations_required": out.required,
+        "chain": top(&|o, _| json!(o.chain)),
+        "asset": top(&|o, _| json!(o.asset)),
+        "address": top(&|_, _| json!(inv.address)),
+        "derivation_index": top(&|_, _| json!(inv.derivation_index)),
+        "amount_due": top(&|o, oo| json!(oo.amount_due.map(|u| fmt(o, u)))),
+        "amount_paid": top(&|o, oo| json!(fmt(o, oo.amount_paid))),
+        "amount_confirmed": top(&|o, oo| json!(fmt(o, oo.amount_confirmed))),
+        "overpaid_amount": top(&|o, oo| {
+            let due = oo.amount_due.unwrap_or(U256::ZERO);
+            let over = match oo.amount_due {
+                Some(_) => oo.amount_paid.saturating_sub(due),
+                None => U256::ZERO,
+            };
+            json!(fmt(o, over))
+        }),
+        "underpaid_tolerance": top(&|o, _| json!(fmt(o, o.tolerance))),
+        "confirmations_required": top(&|_, oo| json!(oo.required)),
         "price": Value::Null,
         "paid_ratio": out.paid.ratio(),
         "overpaid_ratio": out.paid.over(),
-        "options": [option_json(inv, out)],
+        "options": options,
         "order_id": inv.order_id,
         "client_id": inv.client_id,
         "email": inv.email,
@@ -211,35 +252,38 @@ pub(crate) fn invoice_json(
 
 /// One entry of the invoice's `options`: what is due and paid in one asset, and what
 /// is still to pay in it.
-fn option_json(inv: &Invoice, out: &Outcome) -> Value {
-    let fmt = |u: U256| amount::format(u, inv.decimals);
-    let remaining = out
-        .amount_due
-        .map(|d| fmt(out.paid.remaining(d.saturating_sub(inv.tolerance))));
+fn option_json(inv: &Invoice, o: &PayOption, oo: &OptionOutcome, out: &Outcome) -> Value {
+    let fmt = |u: U256| amount::format(u, o.decimals);
     json!({
-        "chain": inv.chain,
-        "asset": inv.asset,
+        "chain": o.chain,
+        "asset": o.asset,
         "address": inv.address,
         "derivation_index": inv.derivation_index,
-        "amount_due": out.amount_due.map(fmt),
-        "underpaid_tolerance": fmt(inv.tolerance),
-        "amount_paid": fmt(out.amount_paid),
-        "amount_confirmed": fmt(out.amount_confirmed),
-        "remaining": remaining,
-        "confirmations_required": out.required,
-        "added_at": inv.created_at,
+        "amount_due": oo.amount_due.map(fmt),
+        "underpaid_tolerance": fmt(o.tolerance),
+        "amount_paid": fmt(oo.amount_paid),
+        "amount_confirmed": fmt(oo.amount_confirmed),
+        "remaining": oo.due.map(|d| fmt(out.paid.remaining(d))),
+        "confirmations_required": oo.required,
+        "added_at": o.added_at,
     })
 }
 
 /// One entry of the invoice's `payments`.
-pub(crate) fn payment_json(inv: &Invoice, p: &Payment, tip: Option<u64>) -> Value {
+pub(crate) fn payment_json(inv: &Invoice, p: &Payment, accepted: bool, tip: Option<u64>) -> Value {
+    // A payment in an asset no option takes is shown in that asset's units.
+    let decimals = inv
+        .options
+        .iter()
+        .find(|o| o.chain == p.chain && o.asset == p.asset)
+        .map_or(inv.decimals, |o| o.decimals);
     json!({
-        "chain": inv.chain,
-        "asset": inv.asset,
-        "accepted": true,
+        "chain": p.chain,
+        "asset": p.asset,
+        "accepted": accepted,
         "txid": p.txid,
         "index": p.index,
-        "amount": amount::format(p.amount, inv.decimals),
+        "amount": amount::format(p.amount, decimals),
         "state": p.state,
         "late": inv.expires_at.is_some_and(|e| p.seen_at > e),
         "block_height": p.block_height,

@@ -1,7 +1,7 @@
-//! The invoice lifecycle of `lifecycle.md`, as one pure function of the invoice, its
-//! payments, the chain tip, the clock and the chain's policy. It knows nothing of nodes
-//! or storage: the store calls it whenever one of its inputs changes and records what
-//! changed, with its events.
+//! The invoice lifecycle of `lifecycle.md`, as one pure function of the invoice (its
+//! payment options), its payments, the tips and policies of its chains, and the clock.
+//! It knows nothing of nodes or storage: the store calls it whenever one of its inputs
+//! changes and records what changed, with its events.
 
 use crate::amount::{self, U256};
 use crate::chains::Policy;
@@ -13,9 +13,17 @@ use crate::invoice::{Decision, Invoice, Mode, Payment, PaymentState, Reason, Sta
 pub(crate) struct Facts<'a> {
     pub(crate) invoice: &'a Invoice,
     pub(crate) payments: &'a [Payment],
+    /// Every chain the invoice has an option or a payment on.
+    pub(crate) chains: &'a [ChainFacts<'a>],
+    pub(crate) now: i64,
+}
+
+/// What the status depends on of one chain.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChainFacts<'a> {
+    pub(crate) name: &'a str,
     /// Height of the chain's tip as the watcher has scanned it.
     pub(crate) tip: Option<u64>,
-    pub(crate) now: i64,
     /// Start of the last poll that reached the node's tip and looked at its mempool.
     pub(crate) synced_at: Option<i64>,
     /// Height of the node's `finalized` block, where the chain has one.
@@ -28,14 +36,13 @@ pub(crate) struct Facts<'a> {
 pub(crate) struct Outcome {
     pub(crate) status: Status,
     pub(crate) reason: Option<Reason>,
-    pub(crate) amount_due: Option<U256>,
-    pub(crate) amount_paid: U256,
-    pub(crate) amount_confirmed: U256,
-    pub(crate) overpaid: U256,
+    /// Per option, in the invoice's order.
+    pub(crate) options: Vec<OptionOutcome>,
     /// The coverage by every counted payment, on time or late: `paid_ratio`,
     /// `overpaid_ratio` and each option's `remaining` follow from it.
     pub(crate) paid: Coverage,
-    pub(crate) required: u32,
+    /// Per payment: in the asset of one of the options on its chain.
+    pub(crate) accepted: Vec<bool>,
     /// Per payment: counted and with the required confirmations.
     pub(crate) ready: Vec<bool>,
     /// Payments that time out now under rule 3 (indices into `payments`).
@@ -50,135 +57,211 @@ pub(crate) struct Outcome {
     pub(crate) wake_at: Option<i64>,
 }
 
+/// What one option is due and was paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OptionOutcome {
+    /// `None` in `open` mode until the first on-time payment sets it.
+    pub(crate) amount_due: Option<U256>,
+    /// Its amount less its tolerance: what coverage divides by.
+    pub(crate) due: Option<U256>,
+    pub(crate) amount_paid: U256,
+    pub(crate) amount_confirmed: U256,
+    pub(crate) required: u32,
+}
+
+impl Outcome {
+    /// The only option's figures, when there is exactly one (the top-level amounts of
+    /// the invoice object).
+    pub(crate) fn only(&self) -> Option<&OptionOutcome> {
+        match self.options.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
 /// Computes an invoice's status (`lifecycle.md`, "How the status is computed").
 pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
-    let mut out = judge(f);
-    out.wake_at = wake_at(&f, &out);
+    let judged = Judged::new(&f);
+    let mut out = judged.judge();
+    out.wake_at = judged.wake_at(&out);
     out
 }
 
-/// When the clock alone may next change `out` (see [`Outcome::wake_at`]).
-fn wake_at(f: &Facts<'_>, out: &Outcome) -> Option<i64> {
-    let inv = f.invoice;
-    if inv.decision.is_some() || out.status.is_closed() {
-        return None;
-    }
-    // Expiry waits for a poll that began after `expires_at` as well as for the clock:
-    // until it expires the deadline stays due, and the next synced poll judges it.
-    let expiry = match out.status {
-        Status::Pending | Status::Partial => inv.expires_at.map(|e| e.saturating_add(1)),
-        _ => None,
-    };
-    // A payment already past the window that has not timed out cannot time out by the
-    // clock any more (rule 3 is not reached): only future deadlines count.
-    let window = i64::try_from(f.policy.confirmation_window).unwrap_or(i64::MAX);
-    let timeouts = f
-        .payments
-        .iter()
-        .zip(&out.ready)
-        .filter(|(p, ready)| {
-            p.counts() && !p.timed_out && !**ready && p.state == PaymentState::Pending
-        })
-        .map(|(p, _)| p.seen_at.saturating_add(window).saturating_add(1))
-        .filter(|t| *t > f.now);
-    expiry.into_iter().chain(timeouts).min()
+/// The payments of an invoice matched to its options and chains, with what each rule
+/// asks of them.
+struct Judged<'a> {
+    f: &'a Facts<'a>,
+    /// Per payment: the option it pays, `None` when it is not accepted.
+    option_of: Vec<Option<usize>>,
+    /// Per payment: its chain's facts.
+    chain_of: Vec<Option<&'a ChainFacts<'a>>>,
+    /// Per option: what is due (open mode: the first on-time payment), and required.
+    amount_due: Vec<Option<U256>>,
+    required: Vec<u32>,
+    ready: Vec<bool>,
 }
 
-fn judge(f: Facts<'_>) -> Outcome {
-    let inv = f.invoice;
-    let pays = f.payments;
-    let late = |p: &Payment| inv.expires_at.is_some_and(|e| p.seen_at > e);
-    let eligible =
-        |p: &Payment| p.counts() && !p.timed_out && (!late(p) || f.policy.accept_late_payments);
-
-    let amount_due = match inv.mode {
-        Mode::Fixed => inv.amount_due,
-        Mode::Open => pays
+impl<'a> Judged<'a> {
+    fn new(f: &'a Facts<'a>) -> Judged<'a> {
+        let inv = f.invoice;
+        let chain = |name: &str| f.chains.iter().find(|c| c.name == name);
+        let option_of: Vec<Option<usize>> = f
+            .payments
             .iter()
-            .filter(|p| eligible(p) && !late(p))
-            // "First" in the order the chain settled them, never by txid.
-            .min_by_key(|p| (p.seen_at, p.detected))
-            .map(|p| p.amount),
-    };
-    let required = inv
-        .confirmations
-        .unwrap_or_else(|| f.policy.required_for(&inv.asset, amount_due));
-    let ready: Vec<bool> = pays
-        .iter()
-        .map(|p| {
-            p.counts()
-                && if required == 0 {
-                    // BIP125 signals that the payer may still replace it.
-                    !(p.state == PaymentState::Pending && p.rbf)
-                } else {
-                    p.confirmations(f.tip) >= u64::from(required)
-                }
-        })
-        .collect();
-    let amount_paid = amount::sum(pays.iter().filter(|p| p.counts()).map(|p| p.amount));
-    let amount_confirmed = amount::sum(
-        pays.iter()
-            .zip(&ready)
-            .filter(|(_, r)| **r)
-            .map(|(p, _)| p.amount),
-    );
-    let overpaid = amount_due.map_or(U256::ZERO, |d| amount_paid.saturating_sub(d));
-    let due = match (inv.mode, amount_due) {
-        (Mode::Fixed, Some(d)) => Some(d.saturating_sub(inv.tolerance)),
-        (_, d) => d,
-    };
-    // Whether `paid` in the invoice's asset covers what is due.
-    let covers = |due: U256, paid: U256| Coverage::of(&[Term { due, paid }]).covers();
-    let paid = Coverage::of(
-        &due.map(|due| Term {
-            due,
-            paid: amount_paid,
-        })
-        .into_iter()
-        .collect::<Vec<_>>(),
-    );
-    let mut out = Outcome {
-        status: Status::Pending,
-        reason: None,
-        amount_due,
-        amount_paid,
-        amount_confirmed,
-        overpaid,
-        paid,
-        required,
-        ready,
-        timed_out: Vec::new(),
-        finalized: false,
-        wake_at: None,
-    };
-
-    // Rule 1: a backend decision, or finality, stands.
-    if let Some(d) = inv.decision {
-        out.status = match d {
-            Decision::Voided => Status::Voided,
-            Decision::Refunded => Status::Refunded,
-            Decision::MarkedCompleted | Decision::Final => Status::Completed,
+            .map(|p| {
+                inv.options
+                    .iter()
+                    .position(|o| o.chain == p.chain && o.asset == p.asset)
+            })
+            .collect();
+        let chain_of = f.payments.iter().map(|p| chain(&p.chain)).collect();
+        let mut j = Judged {
+            f,
+            option_of,
+            chain_of,
+            amount_due: Vec::new(),
+            required: Vec::new(),
+            ready: Vec::new(),
         };
-        out.finalized = d == Decision::Final;
-        return out;
+        for (k, o) in inv.options.iter().enumerate() {
+            let due = match inv.mode {
+                Mode::Fixed => o.amount_due,
+                Mode::Open => (0..f.payments.len())
+                    .filter(|&i| j.option_of[i] == Some(k) && j.eligible(i) && !j.late(i))
+                    .map(|i| &f.payments[i])
+                    // "First" in the order the chain settled them, never by txid.
+                    .min_by_key(|p| (p.seen_at, p.detected))
+                    .map(|p| p.amount),
+            };
+            let required = o.confirmations.unwrap_or_else(|| {
+                chain(&o.chain).map_or(1, |c| c.policy.required_for(&o.asset, due))
+            });
+            j.amount_due.push(due);
+            j.required.push(required);
+        }
+        j.ready = (0..f.payments.len()).map(|i| j.is_ready(i)).collect();
+        j
     }
 
-    let sum_where = |pred: &dyn Fn(usize, &Payment) -> bool| {
-        amount::sum(
-            pays.iter()
-                .enumerate()
-                .filter(|(i, p)| pred(*i, p))
-                .map(|(_, p)| p.amount),
-        )
-    };
+    fn late(&self, i: usize) -> bool {
+        let e = self.f.invoice.expires_at;
+        e.is_some_and(|e| self.f.payments[i].seen_at > e)
+    }
 
-    if let Some(due) = due {
+    /// Accepted (in the asset of an option on its chain) and not dropped.
+    fn counted(&self, i: usize) -> bool {
+        self.option_of[i].is_some() && self.f.payments[i].counts()
+    }
+
+    fn eligible(&self, i: usize) -> bool {
+        let p = &self.f.payments[i];
+        let accept_late = self.chain_of[i].is_some_and(|c| c.policy.accept_late_payments);
+        self.counted(i) && !p.timed_out && (!self.late(i) || accept_late)
+    }
+
+    fn is_ready(&self, i: usize) -> bool {
+        let p = &self.f.payments[i];
+        let Some(k) = self.option_of[i].filter(|_| p.counts()) else {
+            return false;
+        };
+        match self.required[k] {
+            // BIP125 signals that the payer may still replace it.
+            0 => !(p.state == PaymentState::Pending && p.rbf),
+            n => p.confirmations(self.chain_of[i].and_then(|c| c.tip)) >= u64::from(n),
+        }
+    }
+
+    fn window(&self, i: usize) -> i64 {
+        self.chain_of[i].map_or(i64::MAX, |c| {
+            i64::try_from(c.policy.confirmation_window).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// What option `k` is due, less its tolerance.
+    fn due(&self, k: usize) -> Option<U256> {
+        let tolerance = self.f.invoice.options[k].tolerance;
+        self.amount_due[k].map(|d| match self.f.invoice.mode {
+            Mode::Fixed => d.saturating_sub(tolerance),
+            Mode::Open => d,
+        })
+    }
+
+    /// What the payments picked by `pick` paid in option `k`.
+    fn paid(&self, k: usize, pick: &dyn Fn(usize) -> bool) -> U256 {
+        amount::sum(
+            (0..self.f.payments.len())
+                .filter(|&i| self.option_of[i] == Some(k) && pick(i))
+                .map(|i| self.f.payments[i].amount),
+        )
+    }
+
+    /// The coverage by the payments picked by `pick`; `None` while an option's due is
+    /// not known (open mode before its first payment).
+    fn coverage(&self, pick: &dyn Fn(usize) -> bool) -> Option<Coverage> {
+        let terms = (0..self.f.invoice.options.len())
+            .map(|k| {
+                Some(Term {
+                    due: self.due(k)?,
+                    paid: self.paid(k, pick),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Coverage::of(&terms))
+    }
+
+    fn covers(&self, pick: &dyn Fn(usize) -> bool) -> bool {
+        self.coverage(pick).is_some_and(|c| c.covers())
+    }
+
+    fn judge(&self) -> Outcome {
+        let f = self.f;
+        let inv = f.invoice;
+        let pays = f.payments;
+        let all = 0..pays.len();
+        let options = (0..inv.options.len())
+            .map(|k| OptionOutcome {
+                amount_due: self.amount_due[k],
+                due: self.due(k),
+                amount_paid: self.paid(k, &|i| self.counted(i)),
+                amount_confirmed: self.paid(k, &|i| self.ready[i]),
+                required: self.required[k],
+            })
+            .collect();
+        let mut out = Outcome {
+            status: Status::Pending,
+            reason: None,
+            options,
+            paid: self
+                .coverage(&|i| self.counted(i))
+                .unwrap_or_else(|| Coverage::of(&[])),
+            accepted: self.option_of.iter().map(Option::is_some).collect(),
+            ready: self.ready.clone(),
+            timed_out: Vec::new(),
+            finalized: false,
+            wake_at: None,
+        };
+
+        // Rule 1: a backend decision, or finality, stands.
+        if let Some(d) = inv.decision {
+            out.status = match d {
+                Decision::Voided => Status::Voided,
+                Decision::Refunded => Status::Refunded,
+                Decision::MarkedCompleted | Decision::Final => Status::Completed,
+            };
+            out.finalized = d == Decision::Final;
+            return out;
+        }
+
         // Rule 2.
-        if covers(due, sum_where(&|i, p| eligible(p) && out.ready[i])) {
+        if self.covers(&|i| self.eligible(i) && self.ready[i]) {
             out.status = Status::Completed;
-            let final_height = f.policy.final_height(f.tip, f.finalized);
-            out.finalized = pays.iter().any(|p| p.counts())
-                && pays.iter().filter(|p| p.counts()).all(|p| {
+            let counted: Vec<usize> = all.clone().filter(|&i| self.counted(i)).collect();
+            out.finalized = !counted.is_empty()
+                && counted.iter().all(|&i| {
+                    let p = &pays[i];
+                    let final_height =
+                        self.chain_of[i].and_then(|c| c.policy.final_height(c.tip, c.finalized));
                     p.state == PaymentState::Confirmed
                         && p.block_height
                             .zip(final_height)
@@ -187,63 +270,131 @@ fn judge(f: Facts<'_>) -> Outcome {
             return out;
         }
         // Rule 3, where a payment unconfirmed past the window stops counting.
-        if covers(due, sum_where(&|_, p| eligible(p))) {
-            let window = i64::try_from(f.policy.confirmation_window).unwrap_or(i64::MAX);
-            out.timed_out = pays
-                .iter()
-                .enumerate()
-                .filter(|(i, p)| {
-                    eligible(p)
-                        && !out.ready[*i]
+        if self.covers(&|i| self.eligible(i)) {
+            out.timed_out = all
+                .clone()
+                .filter(|&i| {
+                    let p = &pays[i];
+                    self.eligible(i)
+                        && !self.ready[i]
                         && p.state == PaymentState::Pending
-                        && f.now.saturating_sub(p.seen_at) > window
+                        && f.now.saturating_sub(p.seen_at) > self.window(i)
                 })
-                .map(|(i, _)| i)
                 .collect();
-            let on_time = sum_where(&|i, p| eligible(p) && !out.timed_out.contains(&i));
-            if covers(due, on_time) {
+            if self.covers(&|i| self.eligible(i) && !out.timed_out.contains(&i)) {
                 out.status = Status::WaitingForConfirmations;
                 return out;
             }
         }
+
+        let on_time = all.clone().any(|i| {
+            self.eligible(i)
+                && !self.late(i)
+                && !out.timed_out.contains(&i)
+                && pays[i].amount > U256::ZERO
+        });
+        // Expiry follows every chain the invoice has an address on, not only the clock.
+        let expired = inv.expires_at.is_some_and(|e| {
+            f.now > e
+                && inv.options.iter().all(|o| {
+                    f.chains
+                        .iter()
+                        .find(|c| c.name == o.chain)
+                        .and_then(|c| c.synced_at)
+                        .is_some_and(|s| s > e)
+                })
+        });
+        // Rule 4.
+        if !expired {
+            out.status = if on_time {
+                Status::Partial
+            } else {
+                Status::Pending
+            };
+            return out;
+        }
+        // Rule 5.
+        if all.clone().any(|i| self.counted(i) && self.late(i)) {
+            out.status = Status::ExpiredLatePayment;
+            return out;
+        }
+        out.status = Status::Expired;
+        let timed_out = all
+            .clone()
+            .any(|i| self.counted(i) && (pays[i].timed_out || out.timed_out.contains(&i)));
+        out.reason = Some(if timed_out {
+            Reason::ConfirmationTimeout
+        } else if on_time {
+            Reason::Underpaid
+        } else {
+            Reason::Unpaid
+        });
+        out
     }
 
-    let on_time = sum_where(&|i, p| eligible(p) && !late(p) && !out.timed_out.contains(&i));
-    let expired = inv
-        .expires_at
-        .is_some_and(|e| f.now > e && f.synced_at.is_some_and(|s| s > e));
-    // Rule 4.
-    if !expired {
-        out.status = if on_time > U256::ZERO {
-            Status::Partial
-        } else {
-            Status::Pending
+    /// When the clock alone may next change `out` (see [`Outcome::wake_at`]).
+    fn wake_at(&self, out: &Outcome) -> Option<i64> {
+        let f = self.f;
+        let inv = f.invoice;
+        if inv.decision.is_some() || out.status.is_closed() {
+            return None;
+        }
+        // Expiry waits for a poll that began after `expires_at` as well as for the
+        // clock: until it expires the deadline stays due, and the next synced poll
+        // judges it.
+        let expiry = match out.status {
+            Status::Pending | Status::Partial => inv.expires_at.map(|e| e.saturating_add(1)),
+            _ => None,
         };
-        return out;
+        // A payment already past the window that has not timed out cannot time out by
+        // the clock any more (rule 3 is not reached): only future deadlines count.
+        let timeouts = (0..f.payments.len())
+            .filter(|&i| {
+                let p = &f.payments[i];
+                self.counted(i)
+                    && !p.timed_out
+                    && !self.ready[i]
+                    && p.state == PaymentState::Pending
+            })
+            .map(|i| {
+                f.payments[i]
+                    .seen_at
+                    .saturating_add(self.window(i))
+                    .saturating_add(1)
+            })
+            .filter(|t| *t > f.now);
+        expiry.into_iter().chain(timeouts).min()
     }
-    // Rule 5.
-    if pays.iter().any(|p| p.counts() && late(p)) {
-        out.status = Status::ExpiredLatePayment;
-        return out;
-    }
-    out.status = Status::Expired;
-    let timed_out = pays
-        .iter()
-        .enumerate()
-        .any(|(i, p)| p.counts() && (p.timed_out || out.timed_out.contains(&i)));
-    out.reason = Some(if timed_out {
-        Reason::ConfirmationTimeout
-    } else if on_time > U256::ZERO {
-        Reason::Underpaid
-    } else {
-        Reason::Unpaid
-    });
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::invoice::PayOption;
+
+    /// The only option's figures, as the invoice object's top level shows them.
+    impl Outcome {
+        fn one(&self) -> &OptionOutcome {
+            self.only().expect("one option")
+        }
+        fn required(&self) -> u32 {
+            self.one().required
+        }
+        fn amount_paid(&self) -> U256 {
+            self.one().amount_paid
+        }
+        fn amount_confirmed(&self) -> U256 {
+            self.one().amount_confirmed
+        }
+        fn amount_due(&self) -> Option<U256> {
+            self.one().amount_due
+        }
+        fn overpaid(&self) -> U256 {
+            let o = self.one();
+            o.amount_due
+                .map_or(U256::ZERO, |d| o.amount_paid.saturating_sub(d))
+        }
+    }
     use crate::chains::Tier;
     use serde_json::json;
 
@@ -282,15 +433,12 @@ mod tests {
     fn invoice(due: u64) -> Invoice {
         Invoice {
             id: "inv".into(),
+            options: vec![option("regtest", "BTC", due)],
             chain: "regtest".into(),
-            asset: "BTC".into(),
             decimals: 8,
             mode: Mode::Fixed,
             address: "bcrt1q".into(),
             derivation_index: 0,
-            amount_due: Some(sat(due)),
-            tolerance: U256::ZERO,
-            confirmations: None,
             status: Status::Pending,
             reason: None,
             decision: None,
@@ -309,8 +457,22 @@ mod tests {
         }
     }
 
+    fn option(chain: &str, asset: &str, due: u64) -> PayOption {
+        PayOption {
+            chain: chain.into(),
+            asset: asset.into(),
+            decimals: 8,
+            amount_due: Some(sat(due)),
+            tolerance: U256::ZERO,
+            confirmations: None,
+            added_at: T0,
+        }
+    }
+
     fn mempool(n: u64, seen_at: i64) -> Payment {
         Payment {
+            chain: "regtest".into(),
+            asset: "BTC".into(),
             txid: format!("tx{n}{seen_at}"),
             index: 0,
             amount: sat(n),
@@ -343,11 +505,14 @@ mod tests {
         evaluate(Facts {
             invoice: inv,
             payments: pays,
-            tip: Some(tip),
+            chains: &[ChainFacts {
+                name: "regtest",
+                tip: Some(tip),
+                synced_at: Some(now),
+                finalized: None,
+                policy: p,
+            }],
             now,
-            synced_at: Some(now),
-            finalized: None,
-            policy: p,
         })
     }
 
@@ -355,7 +520,7 @@ mod tests {
     fn nothing_paid_is_pending() {
         let o = at(&invoice(1_000_000), &[], 100, T0 + 10);
         assert_eq!((o.status, o.reason), (Status::Pending, None));
-        assert_eq!(o.required, 1);
+        assert_eq!(o.required(), 1);
     }
 
     #[test]
@@ -367,12 +532,12 @@ mod tests {
         let second = mempool(600_000, T0 + 30);
         let o = at(&inv, &[first.clone(), second.clone()], 101, T0 + 40);
         assert_eq!(o.status, Status::WaitingForConfirmations);
-        assert_eq!(o.amount_paid, sat(1_000_000));
-        assert_eq!(o.amount_confirmed, sat(400_000));
+        assert_eq!(o.amount_paid(), sat(1_000_000));
+        assert_eq!(o.amount_confirmed(), sat(400_000));
         let second = mined(600_000, T0 + 30, 102);
         let o = at(&inv, &[first, second], 102, T0 + 50);
         assert_eq!(o.status, Status::Completed);
-        assert_eq!(o.amount_confirmed, sat(1_000_000));
+        assert_eq!(o.amount_confirmed(), sat(1_000_000));
         assert!(!o.finalized);
     }
 
@@ -380,7 +545,10 @@ mod tests {
     fn amount_tiers_set_required_confirmations() {
         let big = invoice(50_000_000);
         let p = mined(50_000_000, T0 + 10, 101);
-        assert_eq!(at(&big, std::slice::from_ref(&p), 101, T0 + 20).required, 3);
+        assert_eq!(
+            at(&big, std::slice::from_ref(&p), 101, T0 + 20).required(),
+            3
+        );
         assert_eq!(
             at(&big, std::slice::from_ref(&p), 102, T0 + 20).status,
             Status::WaitingForConfirmations
@@ -390,7 +558,7 @@ mod tests {
             Status::Completed
         );
         let mut over = big.clone();
-        over.confirmations = Some(1);
+        over.options[0].confirmations = Some(1);
         assert_eq!(at(&over, &[p], 101, T0 + 20).status, Status::Completed);
     }
 
@@ -399,7 +567,7 @@ mod tests {
         let small = invoice(50_000);
         let p = mempool(50_000, T0 + 10);
         let o = at(&small, std::slice::from_ref(&p), 100, T0 + 20);
-        assert_eq!((o.required, o.status), (0, Status::Completed));
+        assert_eq!((o.required(), o.status), (0, Status::Completed));
         let rbf = Payment { rbf: true, ..p };
         let o = at(&small, std::slice::from_ref(&rbf), 100, T0 + 20);
         assert_eq!(o.status, Status::WaitingForConfirmations);
@@ -417,7 +585,7 @@ mod tests {
     #[test]
     fn tolerance_accepts_a_small_shortfall() {
         let mut inv = invoice(1_000_000);
-        inv.tolerance = sat(1_000);
+        inv.options[0].tolerance = sat(1_000);
         let p = mined(999_000, T0 + 10, 101);
         assert_eq!(
             at(&inv, std::slice::from_ref(&p), 101, T0 + 20).status,
@@ -432,7 +600,7 @@ mod tests {
         let inv = invoice(1_000_000);
         let o = at(&inv, &[mined(1_500_000, T0 + 10, 101)], 101, T0 + 20);
         assert_eq!(o.status, Status::Completed);
-        assert_eq!(o.overpaid, sat(500_000));
+        assert_eq!(o.overpaid(), sat(500_000));
     }
 
     /// The deadline is exact: the clock changes nothing before `wake_at` and something
@@ -512,7 +680,7 @@ mod tests {
             ..mempool(1_000_000, T0 + 10)
         };
         let o = at(&inv, &[p], 100, T0 + 20);
-        assert_eq!((o.status, o.amount_paid), (Status::Pending, U256::ZERO));
+        assert_eq!((o.status, o.amount_paid()), (Status::Pending, U256::ZERO));
     }
 
     #[test]
@@ -525,11 +693,14 @@ mod tests {
             let o = evaluate(Facts {
                 invoice: &inv,
                 payments: &[],
-                tip: Some(100),
+                chains: &[ChainFacts {
+                    name: "regtest",
+                    tip: Some(100),
+                    synced_at,
+                    finalized: None,
+                    policy: &policy,
+                }],
                 now: late_clock,
-                synced_at,
-                finalized: None,
-                policy: &policy,
             });
             assert_eq!(o.status, Status::Pending, "synced at {synced_at:?}");
             // Still due: the next poll that catches up judges it again.
@@ -566,7 +737,7 @@ mod tests {
         let late = mined(1_000_000, T0 + 2 * HOUR, 101);
         let o = at(&inv, std::slice::from_ref(&late), 103, T0 + 3 * HOUR);
         assert_eq!((o.status, o.reason), (Status::ExpiredLatePayment, None));
-        assert_eq!(o.amount_paid, sat(1_000_000));
+        assert_eq!(o.amount_paid(), sat(1_000_000));
         let mut p = policy();
         p.accept_late_payments = true;
         let o = at_with(&inv, &[late], 103, T0 + 3 * HOUR, &p);
@@ -611,16 +782,16 @@ mod tests {
     fn open_mode_first_payment_sets_the_amount() {
         let mut inv = invoice(0);
         inv.mode = Mode::Open;
-        inv.amount_due = None;
+        inv.options[0].amount_due = None;
         let o = at(&inv, &[], 100, T0 + 10);
-        assert_eq!((o.status, o.amount_due), (Status::Pending, None));
+        assert_eq!((o.status, o.amount_due()), (Status::Pending, None));
         let first = mined(70_000_000, T0 + 10, 101);
         let extra = mempool(5_000_000, T0 + 20);
         let o = at(&inv, &[first.clone(), extra], 103, T0 + 30);
-        assert_eq!(o.amount_due, Some(sat(70_000_000)));
-        assert_eq!(o.required, 3);
+        assert_eq!(o.amount_due(), Some(sat(70_000_000)));
+        assert_eq!(o.required(), 3);
         assert_eq!(o.status, Status::Completed);
-        assert_eq!(o.overpaid, sat(5_000_000));
+        assert_eq!(o.overpaid(), sat(5_000_000));
         assert_eq!(
             at(&inv, &[first], 102, T0 + 30).status,
             Status::WaitingForConfirmations
@@ -631,7 +802,7 @@ mod tests {
     fn open_mode_first_is_the_first_detected_not_the_smaller_txid() {
         let mut inv = invoice(0);
         inv.mode = Mode::Open;
-        inv.amount_due = None;
+        inv.options[0].amount_due = None;
         // Same second; the later payment's txid sorts first.
         let first = Payment {
             txid: "ff".into(),
@@ -645,8 +816,8 @@ mod tests {
         };
         for pays in [[first.clone(), extra.clone()], [extra, first]] {
             let o = at(&inv, &pays, 110, T0 + 30);
-            assert_eq!(o.amount_due, Some(sat(12_300_000)));
-            assert_eq!(o.overpaid, sat(5_000_000));
+            assert_eq!(o.amount_due(), Some(sat(12_300_000)));
+            assert_eq!(o.overpaid(), sat(5_000_000));
             assert_eq!(o.status, Status::Completed);
         }
     }
@@ -719,11 +890,14 @@ mod tests {
             evaluate(Facts {
                 invoice: &inv,
                 payments: std::slice::from_ref(&p),
-                tip: Some(200),
+                chains: &[ChainFacts {
+                    name: "regtest",
+                    tip: Some(200),
+                    synced_at: Some(T0 + 20),
+                    finalized,
+                    policy: &policy,
+                }],
                 now: T0 + 20,
-                synced_at: Some(T0 + 20),
-                finalized,
-                policy: &policy,
             })
         };
         assert_eq!(at_finalized(None).status, Status::Completed);
@@ -741,5 +915,154 @@ mod tests {
         inv.expires_at = None;
         let o = at(&inv, &[mined(5, T0, 101)], 101, T0 + 1_000 * HOUR);
         assert_eq!(o.status, Status::Partial);
+    }
+
+    /// Two chains: regtest (BTC) and anvil (ETH, USDT, 6 decimals), each with its own
+    /// tip and last synced poll.
+    fn two_chains<'a>(
+        p: &'a Policy,
+        (btc_tip, btc_synced): (u64, i64),
+        (eth_tip, eth_synced): (u64, i64),
+    ) -> [ChainFacts<'a>; 2] {
+        [
+            ChainFacts {
+                name: "regtest",
+                tip: Some(btc_tip),
+                synced_at: Some(btc_synced),
+                finalized: None,
+                policy: p,
+            },
+            ChainFacts {
+                name: "anvil",
+                tip: Some(eth_tip),
+                synced_at: Some(eth_synced),
+                finalized: None,
+                policy: p,
+            },
+        ]
+    }
+
+    fn on(chain: &str, asset: &str, p: Payment) -> Payment {
+        Payment {
+            chain: chain.into(),
+            asset: asset.into(),
+            txid: format!("{chain}{asset}{}", p.txid),
+            ..p
+        }
+    }
+
+    fn order(options: Vec<PayOption>) -> Invoice {
+        Invoice {
+            options,
+            ..invoice(0)
+        }
+    }
+
+    #[test]
+    fn options_paid_a_third_each_cover_the_invoice_with_their_own_confirmations() {
+        let mut usdt = option("anvil", "USDT", 30_000_000);
+        usdt.confirmations = Some(5);
+        let inv = order(vec![
+            option("regtest", "BTC", 3_000_000),
+            option("anvil", "ETH", 3_000),
+            usdt,
+        ]);
+        let pays = [
+            on("regtest", "BTC", mined(1_000_000, T0 + 10, 101)),
+            on("anvil", "ETH", mined(1_000, T0 + 20, 501)),
+            on("anvil", "USDT", mined(10_000_000, T0 + 30, 501)),
+        ];
+        let p = policy();
+        let judge = |eth_tip, pays: &[Payment]| {
+            evaluate(Facts {
+                invoice: &inv,
+                payments: pays,
+                chains: &two_chains(&p, (101, T0 + 40), (eth_tip, T0 + 40)),
+                now: T0 + 40,
+            })
+        };
+        // Two thirds: partial, and a third of each option left to pay in it.
+        let o = judge(501, &pays[..2]);
+        assert_eq!(o.status, Status::Partial);
+        assert_eq!(o.paid.ratio(), "0.66666666");
+        assert_eq!(o.paid.remaining(sat(30_000_000)), sat(10_000_000));
+        // All three: covered exactly; USDT needs its own 5 confirmations.
+        let o = judge(501, &pays);
+        assert_eq!(o.status, Status::WaitingForConfirmations);
+        assert_eq!((o.paid.ratio(), o.paid.over()), ("1".into(), "0".into()));
+        assert_eq!(o.options[2].required, 5);
+        assert_eq!(o.options[2].amount_confirmed, U256::ZERO);
+        assert_eq!(judge(505, &pays).status, Status::Completed);
+        // One base unit short in one of them is not enough.
+        let mut short = pays.clone();
+        short[2].amount = sat(9_999_999);
+        assert_eq!(judge(505, &short).status, Status::Partial);
+    }
+
+    #[test]
+    fn an_asset_no_option_takes_is_recorded_but_never_counted() {
+        let inv = order(vec![option("anvil", "USDT", 25_000_000)]);
+        let p = policy();
+        let pays = [
+            on("anvil", "USDC", mined(25_000_000, T0 + 10, 501)),
+            on("anvil", "ETH", mined(1_000, T0 + 10, 501)),
+        ];
+        let o = evaluate(Facts {
+            invoice: &inv,
+            payments: &pays,
+            chains: &two_chains(&p, (101, T0 + 20), (510, T0 + 20)),
+            now: T0 + 20,
+        });
+        assert_eq!(o.status, Status::Pending);
+        assert_eq!(o.accepted, [false, false]);
+        assert_eq!(o.ready, [false, false]);
+        assert_eq!(o.options[0].amount_paid, U256::ZERO);
+        assert_eq!(o.paid.ratio(), "0");
+    }
+
+    #[test]
+    fn expiry_waits_for_every_chain_the_invoice_has_an_address_on() {
+        let inv = order(vec![
+            option("regtest", "BTC", 1_000_000),
+            option("anvil", "USDT", 25_000_000),
+        ]);
+        let p = policy();
+        let late = T0 + 2 * HOUR;
+        let at = |btc_synced, eth_synced| {
+            evaluate(Facts {
+                invoice: &inv,
+                payments: &[],
+                chains: &two_chains(&p, (101, btc_synced), (501, eth_synced)),
+                now: late,
+            })
+            .status
+        };
+        // Bitcoin followed past expires_at, anvil's node down since before it.
+        assert_eq!(at(late, T0 + HOUR - 5), Status::Pending);
+        assert_eq!(at(T0 + HOUR - 5, late), Status::Pending);
+        assert_eq!(at(late, late), Status::Expired);
+    }
+
+    #[test]
+    fn a_price_without_options_expires_by_the_clock_alone() {
+        let inv = order(Vec::new());
+        let o = evaluate(Facts {
+            invoice: &inv,
+            payments: &[],
+            chains: &[],
+            now: T0 + 10,
+        });
+        assert_eq!((o.status, o.paid.ratio()), (Status::Pending, "0".into()));
+        assert_eq!(o.wake_at, Some(T0 + HOUR + 1));
+        let o = evaluate(Facts {
+            invoice: &inv,
+            payments: &[],
+            chains: &[],
+            now: T0 + HOUR + 1,
+        });
+        assert_eq!(
+            (o.status, o.reason),
+            (Status::Expired, Some(Reason::Unpaid))
+        );
     }
 }

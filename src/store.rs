@@ -21,9 +21,9 @@ use crate::amount::U256;
 use crate::chains::Policy;
 use crate::events;
 use crate::invoice::{
-    Decision, Invoice, Mode, Payment, PaymentState, Reason, Status, invoice_json,
+    Decision, Invoice, Mode, PayOption, Payment, PaymentState, Reason, Status, invoice_json,
 };
-use crate::lifecycle::{self, Facts};
+use crate::lifecycle::{self, ChainFacts, Facts};
 
 mod invoices;
 mod outbox;
@@ -359,20 +359,27 @@ impl Shared {
 
     fn invoice_view(&self, conn: &Connection, id: &str) -> StoreResult<Value> {
         let inv = load_invoice(conn, id)?.ok_or(StoreError::NotFound)?;
-        let policy = self.policy(&inv.chain)?;
-        let cursor = cursor_of(conn, &inv.chain)?;
-        let tip = cursor.as_ref().map(|c| c.height);
+        let chain = self.chain_facts(conn, &inv.chain)?;
         let pays = load_payments(conn, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
             payments: &pays,
-            tip,
+            chains: &[chain],
             now: now(),
+        });
+        Ok(invoice_json(&inv, &pays, &out, chain.tip))
+    }
+
+    /// What the lifecycle reads of the invoice's chain, as last committed.
+    fn chain_facts<'a>(&'a self, conn: &Connection, chain: &'a str) -> StoreResult<ChainFacts<'a>> {
+        let cursor = cursor_of(conn, chain)?;
+        Ok(ChainFacts {
+            name: chain,
+            tip: cursor.as_ref().map(|c| c.height),
             synced_at: cursor.as_ref().and_then(|c| c.synced_at),
             finalized: cursor.and_then(|c| c.finalized),
-            policy,
-        });
-        Ok(invoice_json(&inv, &pays, &out, tip))
+            policy: self.policy(chain)?,
+        })
     }
 
     /// Wakes subscribers after a commit, only if it wrote events: most watcher
@@ -439,20 +446,28 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
             let reason: Option<String> = r.get(11)?;
             let decision: Option<String> = r.get(12)?;
             let metadata: String = r.get(19)?;
-            Ok(Invoice {
-                id: r.get(0)?,
+            let amount_due = match due {
+                Some(_) => Some(units(r, 7)?),
+                None => None,
+            };
+            // One option per invoice in this schema.
+            let option = PayOption {
                 chain: r.get(1)?,
                 asset: r.get(2)?,
+                decimals: r.get(3)?,
+                amount_due,
+                tolerance: units(r, 8)?,
+                confirmations: r.get(9)?,
+                added_at: r.get(20)?,
+            };
+            Ok(Invoice {
+                id: r.get(0)?,
+                options: vec![option],
+                chain: r.get(1)?,
                 decimals: r.get(3)?,
                 mode: parsed(r, 4, Mode::parse)?,
                 address: r.get(5)?,
                 derivation_index: r.get(6)?,
-                amount_due: match due {
-                    Some(_) => Some(units(r, 7)?),
-                    None => None,
-                },
-                tolerance: units(r, 8)?,
-                confirmations: r.get(9)?,
                 status: parsed(r, 10, Status::parse)?,
                 reason: reason.as_deref().and_then(Reason::parse),
                 decision: decision.as_deref().and_then(Decision::parse),
@@ -475,13 +490,18 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
 }
 
 /// An invoice's payments, in the order they were first seen and detected.
-const PAYMENTS_OF: &str = "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf, timed_out, confirmed_notified, detected
-     FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, detected";
+/// Each in its invoice's asset, the only one it can be recorded in yet.
+const PAYMENTS_OF: &str = "SELECT p.txid, p.idx, p.amount, p.state, p.block_height, p.block_hash,
+         p.seen_at, p.rbf, p.timed_out, p.confirmed_notified, p.detected, p.chain, i.asset
+     FROM payments p JOIN invoices i ON i.id = p.invoice_id
+     WHERE p.invoice_id = ?1 ORDER BY p.seen_at, p.detected";
 
 fn load_payments(conn: &Connection, invoice_id: &str) -> rusqlite::Result<Vec<Payment>> {
     let mut st = conn.prepare_cached(PAYMENTS_OF)?;
     let rows = st.query_map([invoice_id], |r| {
         Ok(Payment {
+            chain: r.get(11)?,
+            asset: r.get(12)?,
             txid: r.get(0)?,
             index: r.get(1)?,
             amount: units(r, 2)?,

@@ -46,6 +46,12 @@ async fn settlectl_speaks_for_people_and_scripts() {
     assert!(out.contains("PENDING"), "{out}");
     assert!(out.contains("0.1 BTC"), "{out}");
     assert!(out.contains(inv["address"].as_str().unwrap()), "{out}");
+    // Its one option, with what is left to pay in it.
+    let option = out.lines().find(|l| l.starts_with("regtest BTC"));
+    assert!(
+        out.contains("REMAINING") && option.is_some_and(|l| l.matches("0.1 BTC").count() == 2),
+        "{out}"
+    );
 
     let (ok, out, _) = ctl(&daemon, &["invoice", "list"]);
     assert!(ok && out.contains(id) && out.contains("o-1"), "{out}");

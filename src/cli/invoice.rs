@@ -172,44 +172,68 @@ fn rescan(conn: &mut Conn, id: &str, from_height: Option<u64>) -> anyhow::Result
 }
 
 fn show_invoice(v: &Value) {
-    let asset = text(&v["asset"]);
     let status = match v["reason"].as_str() {
         Some(r) => format!("{} ({r})", text(&v["status"])),
         None => text(&v["status"]),
     };
+    let price = match &v["price"] {
+        Value::Null => "-".to_string(),
+        p => format!("{} {}", text(&p["amount"]), text(&p["currency"])),
+    };
     let rows = [
         ("id", text(&v["id"])),
         ("status", status),
-        ("chain", text(&v["chain"])),
-        ("address", text(&v["address"])),
-        ("amount due", format!("{} {asset}", text(&v["amount_due"]))),
-        ("paid", format!("{} {asset}", text(&v["amount_paid"]))),
-        (
-            "confirmed",
-            format!("{} {asset}", text(&v["amount_confirmed"])),
-        ),
-        (
-            "overpaid",
-            format!("{} {asset}", text(&v["overpaid_amount"])),
-        ),
-        ("confirmations", text(&v["confirmations_required"])),
+        ("price", price),
+        ("paid ratio", text(&v["paid_ratio"])),
+        ("overpaid ratio", text(&v["overpaid_ratio"])),
         ("order", text(&v["order_id"])),
         ("expires at", text(&v["expires_at"])),
     ];
     for (k, val) in rows {
         println!("{k:<14} {val}");
     }
+    // Each way to pay, with what is left to pay in it if the rest is paid that way.
+    let options = v["options"].as_array().cloned().unwrap_or_default();
+    if !options.is_empty() {
+        println!(
+            "\n{:<18} {:<44} {:>16} {:>16} {:>16} {:>16} {:>5}",
+            "OPTION", "ADDRESS", "DUE", "PAID", "CONFIRMED", "REMAINING", "CONFS"
+        );
+        for o in options {
+            let asset = text(&o["asset"]);
+            let with = |k: &str| format!("{} {asset}", text(&o[k]));
+            println!(
+                "{:<18} {:<44} {:>16} {:>16} {:>16} {:>16} {:>5}",
+                format!("{} {asset}", text(&o["chain"])),
+                text(&o["address"]),
+                with("amount_due"),
+                with("amount_paid"),
+                with("amount_confirmed"),
+                with("remaining"),
+                text(&o["confirmations_required"]),
+            );
+        }
+    }
     let pays = v["payments"].as_array().cloned().unwrap_or_default();
     if !pays.is_empty() {
         println!(
-            "\n{:<70} {:>14} {:<9} {:>5} {:>5}",
+            "\n{:<70} {:>20} {:<9} {:>5} {:>5}",
             "PAYMENT", "AMOUNT", "STATE", "CONFS", "LATE"
         );
         for p in pays {
+            // A transfer of an asset the invoice does not take: shown, never counted.
+            let amount = match p["accepted"] == json!(false) {
+                true => format!(
+                    "{} {} (not accepted)",
+                    text(&p["amount"]),
+                    text(&p["asset"])
+                ),
+                false => format!("{} {}", text(&p["amount"]), text(&p["asset"])),
+            };
             println!(
-                "{:<70} {:>14} {:<9} {:>5} {:>5}",
+                "{:<70} {:>20} {:<9} {:>5} {:>5}",
                 format!("{}:{}", text(&p["txid"]), text(&p["index"])),
-                text(&p["amount"]),
+                amount,
                 text(&p["state"]),
                 text(&p["confirmations"]),
                 if p["late"] == json!(true) {

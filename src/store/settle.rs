@@ -250,19 +250,15 @@ impl Shared {
     ) -> StoreResult<Value> {
         let now = now();
         let mut inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
-        let policy = self.policy(&inv.chain)?;
-        let cursor = cursor_of(tx, &inv.chain)?;
-        let tip = cursor.as_ref().map(|c| c.height);
-        let finalized = cursor.as_ref().and_then(|c| c.finalized);
+        let name = inv.chain.clone();
+        let chain = self.chain_facts(tx, &name)?;
+        let (policy, tip, finalized) = (chain.policy, chain.tip, chain.finalized);
         let pays = load_payments(tx, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
             payments: &pays,
-            tip,
+            chains: &[chain],
             now,
-            synced_at: cursor.as_ref().and_then(|c| c.synced_at),
-            finalized,
-            policy,
         });
 
         // Payment bookkeeping the outcome asks for (flags the JSON does not show).
@@ -325,8 +321,9 @@ impl Shared {
         // Events, after the change they describe, in the order a backend expects:
         // what happened to payments, then what it did to the invoice.
         let view = invoice_json(&inv, &pays, &out, tip);
-        let payment_event = |kind, p: &Payment| {
-            let data = json!({ "invoice": view, "payment": payment_json(&inv, p, tip) });
+        let payment_event = |kind, i: usize| {
+            let payment = payment_json(&inv, &pays[i], out.accepted[i], tip);
+            let data = json!({ "invoice": view, "payment": payment });
             events::insert(tx, self.outbox.as_ref(), kind, id, now, data)
         };
         for c in changes {
@@ -335,12 +332,12 @@ impl Shared {
                 PaymentChange::Dropped { txid, idx } => (EventKind::PaymentDropped, txid, *idx),
                 PaymentChange::Moved => continue,
             };
-            if let Some(p) = pays.iter().find(|p| p.txid == *txid && p.index == idx) {
-                payment_event(kind, p)?;
+            if let Some(i) = pays.iter().position(|p| p.txid == *txid && p.index == idx) {
+                payment_event(kind, i)?;
             }
         }
         for i in confirmed_now {
-            payment_event(EventKind::PaymentConfirmed, &pays[i])?;
+            payment_event(EventKind::PaymentConfirmed, i)?;
         }
         if inv.status != from {
             let data = json!({ "from": from, "to": inv.status, "invoice": view });
