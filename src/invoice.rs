@@ -199,11 +199,7 @@ pub(crate) fn invoice_json(
         .map(|(p, accepted)| payment_json(inv, p, *accepted, tip))
         .collect();
     // The only option's figures at the top, as before options; null otherwise.
-    let only = inv
-        .options
-        .first()
-        .zip(out.only())
-        .filter(|_| inv.options.len() == 1);
+    let only = inv.options.first().zip(out.only());
     let fmt = |o: &PayOption, u: U256| amount::format(u, o.decimals);
     let top = |f: &dyn Fn(&PayOption, &OptionOutcome) -> Value| {
         only.map_or(Value::Null, |(o, oo)| f(o, oo))
@@ -221,14 +217,7 @@ pub(crate) fn invoice_json(
         "amount_due": top(&|o, oo| json!(oo.amount_due.map(|u| fmt(o, u)))),
         "amount_paid": top(&|o, oo| json!(fmt(o, oo.amount_paid))),
         "amount_confirmed": top(&|o, oo| json!(fmt(o, oo.amount_confirmed))),
-        "overpaid_amount": top(&|o, oo| {
-            let due = oo.amount_due.unwrap_or(U256::ZERO);
-            let over = match oo.amount_due {
-                Some(_) => oo.amount_paid.saturating_sub(due),
-                None => U256::ZERO,
-            };
-            json!(fmt(o, over))
-        }),
+        "overpaid_amount": top(&|o, oo| json!(fmt(o, oo.overpaid()))),
         "underpaid_tolerance": top(&|o, _| json!(fmt(o, o.tolerance))),
         "confirmations_required": top(&|_, oo| json!(oo.required)),
         "price": Value::Null,

@@ -69,6 +69,14 @@ pub(crate) struct OptionOutcome {
     pub(crate) required: u32,
 }
 
+impl OptionOutcome {
+    /// Paid beyond its amount due (nothing while that is not known).
+    pub(crate) fn overpaid(&self) -> U256 {
+        self.amount_due
+            .map_or(U256::ZERO, |d| self.amount_paid.saturating_sub(d))
+    }
+}
+
 impl Outcome {
     /// The only option's figures, when there is exactly one (the top-level amounts of
     /// the invoice object).
@@ -88,6 +96,10 @@ pub(crate) fn evaluate(f: Facts<'_>) -> Outcome {
     out
 }
 
+fn chain_named<'a>(f: &'a Facts<'a>, name: &str) -> Option<&'a ChainFacts<'a>> {
+    f.chains.iter().find(|c| c.name == name)
+}
+
 /// The payments of an invoice matched to its options and chains, with what each rule
 /// asks of them.
 struct Judged<'a> {
@@ -105,7 +117,7 @@ struct Judged<'a> {
 impl<'a> Judged<'a> {
     fn new(f: &'a Facts<'a>) -> Judged<'a> {
         let inv = f.invoice;
-        let chain = |name: &str| f.chains.iter().find(|c| c.name == name);
+        let chain = |name: &str| chain_named(f, name);
         let option_of: Vec<Option<usize>> = f
             .payments
             .iter()
@@ -219,7 +231,7 @@ impl<'a> Judged<'a> {
         let inv = f.invoice;
         let pays = f.payments;
         let all = 0..pays.len();
-        let options = (0..inv.options.len())
+        let options: Vec<OptionOutcome> = (0..inv.options.len())
             .map(|k| OptionOutcome {
                 amount_due: self.amount_due[k],
                 due: self.due(k),
@@ -228,13 +240,22 @@ impl<'a> Judged<'a> {
                 required: self.required[k],
             })
             .collect();
+        // Every counted payment, on time or late: what each option was paid.
+        let paid = options
+            .iter()
+            .map(|o| {
+                Some(Term {
+                    due: o.due?,
+                    paid: o.amount_paid,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .map_or_else(|| Coverage::of(&[]), |terms| Coverage::of(&terms));
         let mut out = Outcome {
             status: Status::Pending,
             reason: None,
             options,
-            paid: self
-                .coverage(&|i| self.counted(i))
-                .unwrap_or_else(|| Coverage::of(&[])),
+            paid,
             accepted: self.option_of.iter().map(Option::is_some).collect(),
             ready: self.ready.clone(),
             timed_out: Vec::new(),
@@ -297,9 +318,7 @@ impl<'a> Judged<'a> {
         let expired = inv.expires_at.is_some_and(|e| {
             f.now > e
                 && inv.options.iter().all(|o| {
-                    f.chains
-                        .iter()
-                        .find(|c| c.name == o.chain)
+                    chain_named(f, &o.chain)
                         .and_then(|c| c.synced_at)
                         .is_some_and(|s| s > e)
                 })
@@ -390,9 +409,7 @@ mod tests {
             self.one().amount_due
         }
         fn overpaid(&self) -> U256 {
-            let o = self.one();
-            o.amount_due
-                .map_or(U256::ZERO, |d| o.amount_paid.saturating_sub(d))
+            self.one().overpaid()
         }
     }
     use crate::chains::Tier;

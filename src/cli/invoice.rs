@@ -222,14 +222,10 @@ fn show_invoice(v: &Value) {
         );
         for p in pays {
             // A transfer of an asset the invoice does not take: shown, never counted.
-            let amount = match p["accepted"] == json!(false) {
-                true => format!(
-                    "{} {} (not accepted)",
-                    text(&p["amount"]),
-                    text(&p["asset"])
-                ),
-                false => format!("{} {}", text(&p["amount"]), text(&p["asset"])),
-            };
+            let mut amount = format!("{} {}", text(&p["amount"]), text(&p["asset"]));
+            if p["accepted"] == json!(false) {
+                amount.push_str(" (not accepted)");
+            }
             println!(
                 "{:<70} {:>20} {:<9} {:>5} {:>5}",
                 format!("{}:{}", text(&p["txid"]), text(&p["index"])),
