@@ -347,12 +347,18 @@ impl Follower {
     }
 
     fn block_found(&self, height: u64, block: &Block) -> BlockFound {
-        block_found(height, block, |script| self.ctx.chain.watchlist.get(script))
+        let chain = &self.ctx.chain;
+        block_found(height, block, &chain.settings.native.symbol, |script| {
+            chain.watchlist.get(script)
+        })
     }
 
     /// Outputs of `tx` that pay a watched script.
     fn matches(&self, tx: &Transaction) -> Vec<Found> {
-        matching_outputs(tx, &|script| self.ctx.chain.watchlist.get(script))
+        let chain = &self.ctx.chain;
+        matching_outputs(tx, &chain.settings.native.symbol, &|script| {
+            chain.watchlist.get(script)
+        })
     }
 }
 
@@ -386,7 +392,8 @@ async fn fetch(
         .ok_or_else(|| NodeError::Persistent("the chain has no node".into()))?;
     let block = node.block(&hash).await?;
     crate::bitcoind::off_thread(move || {
-        let found = block_found(height, &block, |s| chain.watchlist.get(s));
+        let coin = &chain.settings.native.symbol;
+        let found = block_found(height, &block, coin, |s| chain.watchlist.get(s));
         let txids = match with_txids {
             true => block.txdata.iter().map(|tx| tx.compute_txid()).collect(),
             false => Vec::new(),
@@ -401,7 +408,12 @@ async fn fetch(
 }
 
 /// A block with the outputs in it whose script `owner` knows.
-fn block_found(height: u64, block: &Block, owner: impl Fn(&[u8]) -> Option<String>) -> BlockFound {
+fn block_found(
+    height: u64,
+    block: &Block,
+    coin: &str,
+    owner: impl Fn(&[u8]) -> Option<String>,
+) -> BlockFound {
     BlockFound {
         height,
         hash: block.block_hash().to_string(),
@@ -409,13 +421,18 @@ fn block_found(height: u64, block: &Block, owner: impl Fn(&[u8]) -> Option<Strin
         payments: block
             .txdata
             .iter()
-            .flat_map(|tx| matching_outputs(tx, &owner))
+            .flat_map(|tx| matching_outputs(tx, coin, &owner))
             .collect(),
     }
 }
 
 /// Outputs of `tx` whose script `owner` knows, as payments to its invoice.
-fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) -> Vec<Found> {
+/// Outputs of `tx` whose script `owner` knows, each paying `coin`.
+fn matching_outputs(
+    tx: &Transaction,
+    coin: &str,
+    owner: &impl Fn(&[u8]) -> Option<String>,
+) -> Vec<Found> {
     let mut txid = None;
     tx.output
         .iter()
@@ -425,6 +442,7 @@ fn matching_outputs(tx: &Transaction, owner: &impl Fn(&[u8]) -> Option<String>) 
             let txid = *txid.get_or_insert_with(|| tx.compute_txid());
             Some(Found {
                 invoice_id,
+                asset: coin.to_string(),
                 txid: txid.to_string(),
                 index: i as u32,
                 amount: U256::from(out.value.to_sat()),
@@ -465,7 +483,8 @@ pub(crate) async fn rescan(
             continue;
         }
         let block = node.block(&hash).await?;
-        let found = block_found(height, &block, |s| {
+        let coin = &chain.settings.native.symbol;
+        let found = block_found(height, &block, coin, |s| {
             (s == script.as_slice()).then(|| invoice_id.to_string())
         });
         if !found.payments.is_empty() {

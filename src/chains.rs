@@ -209,6 +209,9 @@ pub(crate) struct Policy {
     pub(crate) tiers: Vec<Tier>,
     /// Tiers of each accepted token, by symbol, in the token's base units.
     pub(crate) token_tiers: BTreeMap<String, Vec<Tier>>,
+    /// The decimals of every asset the chain reads, by symbol: how an amount in it is
+    /// written, whether or not the invoice it paid takes it.
+    pub(crate) decimals: BTreeMap<String, u8>,
 }
 
 impl Policy {
@@ -255,7 +258,12 @@ impl Policy {
                 "{what}.final_confirmations: {t:?} is neither a number of confirmations nor \"finalized\""
             ),
         };
+        let decimals = std::iter::once(native)
+            .chain(tokens.iter().map(|t| &t.asset))
+            .map(|a| (a.symbol.clone(), a.decimals))
+            .collect();
         let policy = Policy {
+            decimals,
             finality,
             confirmation_window: over
                 .confirmation_window

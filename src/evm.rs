@@ -30,18 +30,6 @@ const BLOCKS_PER_STEP: u64 = 100;
 /// Node calls of one step in flight at once.
 const IN_FLIGHT: usize = 8;
 
-/// The key a payment is matched by: the 20 address bytes for the native coin, the
-/// token contract's then the address's for a token (`invoices.script`).
-pub(crate) fn match_key(contract: Option<&Address>, address: &[u8]) -> Vec<u8> {
-    contract
-        .map(|c| c.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .chain(address)
-        .copied()
-        .collect()
-}
-
 /// The follower of one Ethereum-like chain.
 pub(crate) struct Follower {
     ctx: Ctx,
@@ -330,6 +318,7 @@ async fn read(
         if !failed.contains(&tx) {
             found.entry(height).or_default().push(Found {
                 invoice_id,
+                asset: settings.native.symbol.clone(),
                 txid: tx.to_string(),
                 index,
                 amount,
@@ -339,6 +328,8 @@ async fn read(
     }
 
     // Tokens: a failed transaction leaves no log, so every log is a transfer that happened.
+    // Every accepted token is read, whichever the invoice takes: a transfer of another
+    // to its address is recorded (`accepted: false`) so that the backend can refund it.
     let contracts: Vec<Address> = settings.tokens.iter().map(|t| t.contract).collect();
     if !contracts.is_empty() {
         for t in transfers(node, from, last.number, &contracts).await? {
@@ -351,7 +342,10 @@ async fn read(
             if t.removed {
                 continue;
             }
-            let Some(invoice_id) = owner(&match_key(Some(&t.contract), t.to.as_slice())) else {
+            let Some(invoice_id) = owner(t.to.as_slice()) else {
+                continue;
+            };
+            let Some(token) = settings.tokens.iter().find(|k| k.contract == t.contract) else {
                 continue;
             };
             let Ok(index) = u32::try_from(t.log_index) else {
@@ -359,6 +353,7 @@ async fn read(
             };
             found.entry(t.block_number).or_default().push(Found {
                 invoice_id,
+                asset: token.asset.symbol.clone(),
                 txid: t.tx.to_string(),
                 index,
                 amount: t.value,
@@ -496,12 +491,14 @@ pub(crate) async fn rescan(
         start = end + 1;
     }
     let applied = watcher::commit_rescan(chain, store, blocks).await?;
-    let unexplained = if key.len() == 20 && !chain.settings.trace_internal_transfers {
+    // Whatever asset the invoice takes, the coin the address holds is what its recorded
+    // coin payments (accepted or not) should add up to.
+    let unexplained = if !chain.settings.trace_internal_transfers {
         let address = Address::from_slice(&key);
         let balance = node.balance(address, cursor.height).await?;
-        let id = invoice_id.to_string();
+        let (id, coin) = (invoice_id.to_string(), chain.settings.native.symbol.clone());
         let recorded = store
-            .blocking(move |s| s.confirmed_total(&id, cursor.height))
+            .blocking(move |s| s.confirmed_total(&id, &coin, cursor.height))
             .await?;
         let gap = balance.saturating_sub(recorded);
         if !gap.is_zero() {
@@ -629,14 +626,5 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(got, (1..=8).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn token_keys_put_the_contract_first() {
-        let c = Address::repeat_byte(1);
-        let a = Address::repeat_byte(2);
-        assert_eq!(match_key(None, a.as_slice()), a.to_vec());
-        let k = match_key(Some(&c), a.as_slice());
-        assert_eq!((&k[..20], &k[20..]), (c.as_slice(), a.as_slice()));
     }
 }

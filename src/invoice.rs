@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::amount::{self, U256};
-use crate::lifecycle::{OptionOutcome, Outcome};
+use crate::lifecycle::{ChainFacts, OptionOutcome, Outcome};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -119,7 +119,6 @@ pub(crate) struct Invoice {
     /// Its payment options, in the order they were added; what the lifecycle reads.
     pub(crate) options: Vec<PayOption>,
     pub(crate) chain: String,
-    pub(crate) decimals: u8,
     pub(crate) mode: Mode,
     pub(crate) address: String,
     pub(crate) derivation_index: u32,
@@ -185,7 +184,7 @@ pub(crate) fn invoice_json(
     inv: &Invoice,
     payments: &[Payment],
     out: &Outcome,
-    tip: Option<u64>,
+    chain: &ChainFacts<'_>,
 ) -> Value {
     let options: Vec<Value> = inv
         .options
@@ -196,7 +195,7 @@ pub(crate) fn invoice_json(
     let payments: Vec<Value> = payments
         .iter()
         .zip(&out.accepted)
-        .map(|(p, accepted)| payment_json(inv, p, *accepted, tip))
+        .map(|(p, accepted)| payment_json(inv, p, *accepted, chain))
         .collect();
     // The only option's figures at the top, as before options; null otherwise.
     let only = inv.options.first().zip(out.only());
@@ -259,13 +258,25 @@ fn option_json(inv: &Invoice, o: &PayOption, oo: &OptionOutcome, out: &Outcome) 
 }
 
 /// One entry of the invoice's `payments`.
-pub(crate) fn payment_json(inv: &Invoice, p: &Payment, accepted: bool, tip: Option<u64>) -> Value {
-    // A payment in an asset no option takes is shown in that asset's units.
-    let decimals = inv
+pub(crate) fn payment_json(
+    inv: &Invoice,
+    p: &Payment,
+    accepted: bool,
+    chain: &ChainFacts<'_>,
+) -> Value {
+    // In its own asset's units, whether an option takes it or not; a token the config
+    // no longer lists, in an option's units, else in base units.
+    let option = inv
         .options
         .iter()
-        .find(|o| o.chain == p.chain && o.asset == p.asset)
-        .map_or(inv.decimals, |o| o.decimals);
+        .find(|o| o.chain == p.chain && o.asset == p.asset);
+    let decimals = chain
+        .policy
+        .decimals
+        .get(&p.asset)
+        .copied()
+        .or(option.map(|o| o.decimals))
+        .unwrap_or(0);
     json!({
         "chain": p.chain,
         "asset": p.asset,
@@ -277,7 +288,7 @@ pub(crate) fn payment_json(inv: &Invoice, p: &Payment, accepted: bool, tip: Opti
         "late": inv.expires_at.is_some_and(|e| p.seen_at > e),
         "block_height": p.block_height,
         "block_hash": p.block_hash,
-        "confirmations": p.confirmations(tip),
+        "confirmations": p.confirmations(chain.tip),
         "seen_at": p.seen_at,
         "rbf": p.rbf,
     })

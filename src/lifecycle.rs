@@ -440,6 +440,7 @@ mod tests {
                 },
             ],
             token_tiers: Default::default(),
+            decimals: Default::default(),
         }
     }
 
@@ -452,7 +453,6 @@ mod tests {
             id: "inv".into(),
             options: vec![option("regtest", "BTC", due)],
             chain: "regtest".into(),
-            decimals: 8,
             mode: Mode::Fixed,
             address: "bcrt1q".into(),
             derivation_index: 0,

@@ -367,7 +367,7 @@ impl Shared {
             chains: &[chain],
             now: now(),
         });
-        Ok(invoice_json(&inv, &pays, &out, chain.tip))
+        Ok(invoice_json(&inv, &pays, &out, &chain))
     }
 
     /// What the lifecycle reads of the invoice's chain, as last committed.
@@ -464,7 +464,6 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
                 id: r.get(0)?,
                 options: vec![option],
                 chain: r.get(1)?,
-                decimals: r.get(3)?,
                 mode: parsed(r, 4, Mode::parse)?,
                 address: r.get(5)?,
                 derivation_index: r.get(6)?,
@@ -490,11 +489,9 @@ fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>
 }
 
 /// An invoice's payments, in the order they were first seen and detected.
-/// Each in its invoice's asset, the only one it can be recorded in yet.
-const PAYMENTS_OF: &str = "SELECT p.txid, p.idx, p.amount, p.state, p.block_height, p.block_hash,
-         p.seen_at, p.rbf, p.timed_out, p.confirmed_notified, p.detected, p.chain, i.asset
-     FROM payments p JOIN invoices i ON i.id = p.invoice_id
-     WHERE p.invoice_id = ?1 ORDER BY p.seen_at, p.detected";
+const PAYMENTS_OF: &str = "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf,
+         timed_out, confirmed_notified, detected, chain, asset
+     FROM payments WHERE invoice_id = ?1 ORDER BY seen_at, detected";
 
 fn load_payments(conn: &Connection, invoice_id: &str) -> rusqlite::Result<Vec<Payment>> {
     let mut st = conn.prepare_cached(PAYMENTS_OF)?;

@@ -118,8 +118,9 @@ async fn tokens_of_6_and_18_decimals_are_paid_by_transfer_logs() {
         .unwrap_err();
     assert!(e["message"].as_str().unwrap().contains("amount"), "{e}");
 
-    // ETH to a token invoice's address is not a payment of the token.
-    anvil.pay_eth(&usdt_addr, wei("1")).await;
+    // ETH to a token invoice's address is not a payment of the token: it is listed,
+    // not accepted, and never counted.
+    let eth = anvil.pay_eth(&usdt_addr, wei("1")).await;
     let tx = anvil
         .pay_token(USDT, &usdt_addr, U256::from(12_500_000u64))
         .await;
@@ -129,8 +130,19 @@ async fn tokens_of_6_and_18_decimals_are_paid_by_transfer_logs() {
         u64::from_str_radix(log_index.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(
         payments(&done),
-        [(tx, log_index, "12.5".into(), "CONFIRMED".into())]
+        [
+            (eth, 0, "1".into(), "CONFIRMED".into()),
+            (tx, log_index, "12.5".into(), "CONFIRMED".into())
+        ]
     );
+    let accepted: Vec<&Value> = done["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["accepted"])
+        .collect();
+    assert_eq!(accepted, [&json!(false), &json!(true)]);
+    assert_eq!(done["amount_paid"], json!("12.5"));
     assert_eq!(done["asset"], json!("USDT"));
 
     anvil.pay_token(DAI, &dai_addr, U256::from(3u8)).await;
@@ -526,4 +538,60 @@ async fn with_polling_at_a_minute_new_heads_bring_payments_at_once() {
             i["payments"][0]["confirmations"] == json!(2)
         })
         .await;
+}
+
+#[tokio::test]
+async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let (id, address) = invoice(&mut admin, "USDT", "25").await;
+    // DAI and ETH to a USDT invoice's address, each more than enough if it counted.
+    let dai = anvil.pay_token(DAI, &address, units(25, 18)).await;
+    let eth = anvil.pay_eth(&address, 10u128.pow(18)).await;
+    anvil.mine(12).await;
+    let inv = admin
+        .wait_invoice(&id, "both transfers recorded", |i| {
+            i["payments"].as_array().is_some_and(|p| p.len() == 2)
+        })
+        .await;
+    let seen: Vec<(String, String, String, Value)> = inv["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["txid"].as_str().unwrap().to_string(),
+                p["asset"].as_str().unwrap().to_string(),
+                p["amount"].as_str().unwrap().to_string(),
+                p["accepted"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (dai.clone(), "DAI".into(), "25".into(), json!(false)),
+            (eth.clone(), "ETH".into(), "1".into(), json!(false)),
+        ]
+    );
+    assert_eq!(inv["status"], "PENDING");
+    assert_eq!(inv["amount_paid"], "0");
+    assert_eq!(inv["paid_ratio"], "0");
+    assert_eq!(inv["options"][0]["remaining"], "25");
+    // Each reported to the backend, so that it can refund it; no status changed.
+    let events = admin.events_of(&id).await;
+    let detected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "payment.detected")
+        .map(|e| &e["data"]["payment"])
+        .collect();
+    assert_eq!(detected.len(), 2, "{events:#?}");
+    assert!(detected.iter().all(|p| p["accepted"] == json!(false)));
+    assert!(!types(&events).contains(&"invoice.status_changed".to_string()));
+    // The invoice's own asset still completes it.
+    anvil.pay_token(USDT, &address, units(25, 6)).await;
+    anvil.mine(12).await;
+    let done = admin.wait_status(&id, "COMPLETED").await;
+    assert_eq!(done["amount_paid"], "25");
 }

@@ -68,7 +68,7 @@ impl Api {
             ));
         };
         let asset = p.str("asset")?.unwrap_or_else(|| cs.native.symbol.clone());
-        let Some((asset_def, token)) = cs.asset(&asset) else {
+        let Some((asset_def, _)) = cs.asset(&asset) else {
             let mut known = vec![cs.native.symbol.clone()];
             known.extend(cs.tokens.iter().map(|t| t.asset.symbol.clone()));
             return Err(RpcError::field(
@@ -81,7 +81,6 @@ impl Api {
             ));
         };
         let decimals = asset_def.decimals;
-        let contract = token.map(|t| t.contract);
         let mode = match p.str("mode")? {
             None => Mode::Fixed,
             Some(m) => Mode::parse(&m)
@@ -192,12 +191,11 @@ impl Api {
             idempotency_key: p.text("idempotency_key", 255)?,
             request,
         };
-        // A token invoice matches transfers of that token's contract to the address.
+        // Watched by its address alone (the output script, the 20 address bytes): a
+        // transfer of any asset the chain knows to it is seen, and counted only in the
+        // invoice's own.
         let (view, watch) = self.store.create_invoice(new, source.key_id(), |i| {
-            source.derive(i).map(|d| match cs.kind {
-                Kind::Bitcoin => (d.address, d.script),
-                Kind::Ethereum => (d.address, evm::match_key(contract.as_ref(), &d.script)),
-            })
+            source.derive(i).map(|d| (d.address, d.script))
         })?;
         if let Some((script, id)) = watch {
             chain.watchlist.insert(script, id);

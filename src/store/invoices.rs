@@ -141,13 +141,14 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    /// The sum of the invoice's payments confirmed at or below `height`.
-    pub(crate) fn confirmed_total(&self, id: &str, height: u64) -> StoreResult<U256> {
+    /// The sum of the invoice's payments in `asset` confirmed at or below `height`.
+    pub(crate) fn confirmed_total(&self, id: &str, asset: &str, height: u64) -> StoreResult<U256> {
         let pays = load_payments(&*self.read()?, id)?;
         Ok(crate::amount::sum(
             pays.iter()
                 .filter(|p| {
-                    p.state == PaymentState::Confirmed
+                    p.asset == asset
+                        && p.state == PaymentState::Confirmed
                         && p.block_height.is_some_and(|h| h <= height)
                 })
                 .map(|p| p.amount),

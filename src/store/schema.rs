@@ -160,6 +160,16 @@ CREATE TRIGGER payments_counted AFTER INSERT ON payments BEGIN
         ON CONFLICT (chain) DO UPDATE SET n = n + 1;
 END;
 "#,
+    // Each payment records the asset it paid, and an address is watched by itself,
+    // not by (token contract, address) on EVM chains: a transfer of an asset the
+    // invoice does not take is seen and recorded, never counted. Payments of the last
+    // release were all in their invoice's asset; an EVM token invoice's watch key (the
+    // contract's 20 bytes, then the address's) becomes the address's.
+    r#"
+ALTER TABLE payments ADD COLUMN asset TEXT NOT NULL DEFAULT '';
+UPDATE payments SET asset = (SELECT asset FROM invoices WHERE invoices.id = payments.invoice_id);
+UPDATE invoices SET script = substr(script, 21) WHERE address LIKE '0x%' AND length(script) = 40;
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.
@@ -245,5 +255,52 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    /// A database of the release before payments recorded their asset (five
+    /// migrations): a Bitcoin invoice and an EVM token invoice, each paid.
+    #[test]
+    fn payments_get_their_invoices_asset_and_token_invoices_are_watched_by_address() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(5) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        let contract = "11".repeat(20);
+        let address = "22".repeat(20);
+        conn.execute_batch(&format!(
+            "INSERT INTO invoices (id, chain, asset, decimals, mode, address, script,
+                derivation_index, tolerance, status, metadata, created_at, updated_at)
+             VALUES ('btc', 'regtest', 'BTC', 8, 'fixed', 'bcrt1q', x'0014{address}', 0, '0',
+                     'COMPLETED', '{{}}', 1, 1),
+                    ('usdt', 'anvil', 'USDT', 6, 'fixed', '0x{address}', x'{contract}{address}',
+                     1, '0', 'PARTIAL', '{{}}', 1, 1);
+             INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, seen_at, rbf)
+             VALUES ('regtest', 'aa', 0, 'btc', '100', 'CONFIRMED', 100, 0),
+                    ('anvil', 'bb', 3, 'usdt', '5000000', 'CONFIRMED', 100, 0);"
+        ))
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let assets: Vec<(String, String)> = conn
+            .prepare("SELECT invoice_id, asset FROM payments ORDER BY invoice_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            assets,
+            [("btc".into(), "BTC".into()), ("usdt".into(), "USDT".into())]
+        );
+        let script = |id: &str| -> Vec<u8> {
+            conn.query_row("SELECT script FROM invoices WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(script("usdt"), [0x22u8; 20]);
+        let mut btc = vec![0x00, 0x14];
+        btc.extend([0x22u8; 20]);
+        assert_eq!(script("btc"), btc);
     }
 }

@@ -20,6 +20,9 @@ use crate::lifecycle::{self, Facts, Outcome};
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
     pub(crate) invoice_id: String,
+    /// What was paid: the chain's native coin or one of its tokens, whichever the
+    /// invoice takes (a payment in another is recorded, never counted).
+    pub(crate) asset: String,
     pub(crate) txid: String,
     pub(crate) index: u32,
     pub(crate) amount: U256,
@@ -320,9 +323,9 @@ impl Shared {
 
         // Events, after the change they describe, in the order a backend expects:
         // what happened to payments, then what it did to the invoice.
-        let view = invoice_json(&inv, &pays, &out, tip);
+        let view = invoice_json(&inv, &pays, &out, &chain);
         let payment_event = |kind, i: usize| {
-            let payment = payment_json(&inv, &pays[i], out.accepted[i], tip);
+            let payment = payment_json(&inv, &pays[i], out.accepted[i], &chain);
             let data = json!({ "invoice": view, "payment": payment });
             events::insert(tx, self.outbox.as_ref(), kind, id, now, data)
         };
@@ -377,8 +380,8 @@ pub(super) enum PaymentChange {
 const RECORDED: &str = "SELECT state FROM payments WHERE chain = ?1 AND txid = ?2 AND idx = ?3";
 
 const NEW_PAYMENT: &str = "INSERT INTO payments (chain, txid, idx, invoice_id, amount, state,
-         block_height, block_hash, seen_at, rbf, detected)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+         block_height, block_hash, seen_at, rbf, asset, detected)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
              (SELECT COALESCE(MAX(detected), 0) + 1 FROM payments))";
 
 /// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
@@ -417,6 +420,7 @@ fn record(
                 block.map(|b| b.hash.clone()),
                 seen_at,
                 f.rbf,
+                f.asset,
             ])?;
             changes.push((f.invoice_id.clone(), detected()));
             return Ok(1);
