@@ -214,6 +214,7 @@ impl Api {
     fn call_blocking(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         match method {
             "invoice.create" => self.create(params),
+            "invoice.add_option" => self.add_option(params),
             "invoice.get" => self.get(params),
             "invoice.list" => self.list(params),
             "invoice.void" => self.decide(params, Action::Void),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventKind {
     InvoiceCreated,
+    OptionAdded,
     StatusChanged,
     Reverted,
     PaymentDetected,
@@ -22,6 +23,7 @@ impl EventKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::InvoiceCreated => "invoice.created",
+            EventKind::OptionAdded => "invoice.option_added",
             EventKind::StatusChanged => "invoice.status_changed",
             EventKind::Reverted => "invoice.reverted",
             EventKind::PaymentDetected => "payment.detected",

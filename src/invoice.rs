@@ -112,16 +112,39 @@ pub(crate) struct PayOption {
     pub(crate) added_at: i64,
 }
 
+/// An invoice's address on one chain: every option on that chain is paid to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvoiceAddress {
+    pub(crate) chain: String,
+    pub(crate) address: String,
+    pub(crate) derivation_index: u32,
+}
+
+/// An order's price: a decimal amount and a currency label, as the backend gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Price {
+    pub(crate) amount: String,
+    pub(crate) currency: String,
+}
+
+impl Invoice {
+    /// Its address on `chain`, if it has one.
+    pub(crate) fn address_on(&self, chain: &str) -> Option<&InvoiceAddress> {
+        self.addresses.iter().find(|a| a.chain == chain)
+    }
+}
+
 /// An invoice as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct Invoice {
     pub(crate) id: String,
     /// Its payment options, in the order they were added; what the lifecycle reads.
     pub(crate) options: Vec<PayOption>,
-    pub(crate) chain: String,
+    /// One per chain of its options, in the order they were derived.
+    pub(crate) addresses: Vec<InvoiceAddress>,
+    /// What the order costs, for the people who read it: never converted.
+    pub(crate) price: Option<Price>,
     pub(crate) mode: Mode,
-    pub(crate) address: String,
-    pub(crate) derivation_index: u32,
     pub(crate) status: Status,
     pub(crate) reason: Option<Reason>,
     pub(crate) decision: Option<Decision>,
@@ -184,7 +207,7 @@ pub(crate) fn invoice_json(
     inv: &Invoice,
     payments: &[Payment],
     out: &Outcome,
-    chain: &ChainFacts<'_>,
+    chains: &[ChainFacts<'_>],
 ) -> Value {
     let options: Vec<Value> = inv
         .options
@@ -195,7 +218,7 @@ pub(crate) fn invoice_json(
     let payments: Vec<Value> = payments
         .iter()
         .zip(&out.accepted)
-        .map(|(p, accepted)| payment_json(inv, p, *accepted, chain))
+        .map(|(p, accepted)| payment_json(inv, p, *accepted, chains))
         .collect();
     // The only option's figures at the top, as before options; null otherwise.
     let only = inv.options.first().zip(out.only());
@@ -211,15 +234,15 @@ pub(crate) fn invoice_json(
         "mode": inv.mode,
         "chain": top(&|o, _| json!(o.chain)),
         "asset": top(&|o, _| json!(o.asset)),
-        "address": top(&|_, _| json!(inv.address)),
-        "derivation_index": top(&|_, _| json!(inv.derivation_index)),
+        "address": top(&|o, _| json!(inv.address_on(&o.chain).map(|a| &a.address))),
+        "derivation_index": top(&|o, _| json!(inv.address_on(&o.chain).map(|a| a.derivation_index))),
         "amount_due": top(&|o, oo| json!(oo.amount_due.map(|u| fmt(o, u)))),
         "amount_paid": top(&|o, oo| json!(fmt(o, oo.amount_paid))),
         "amount_confirmed": top(&|o, oo| json!(fmt(o, oo.amount_confirmed))),
         "overpaid_amount": top(&|o, oo| json!(fmt(o, oo.overpaid()))),
         "underpaid_tolerance": top(&|o, _| json!(fmt(o, o.tolerance))),
         "confirmations_required": top(&|_, oo| json!(oo.required)),
-        "price": Value::Null,
+        "price": inv.price.as_ref().map(|p| json!({"amount": p.amount, "currency": p.currency})),
         "paid_ratio": out.paid.ratio(),
         "overpaid_ratio": out.paid.over(),
         "options": options,
@@ -245,8 +268,8 @@ fn option_json(inv: &Invoice, o: &PayOption, oo: &OptionOutcome, out: &Outcome) 
     json!({
         "chain": o.chain,
         "asset": o.asset,
-        "address": inv.address,
-        "derivation_index": inv.derivation_index,
+        "address": inv.address_on(&o.chain).map(|a| &a.address),
+        "derivation_index": inv.address_on(&o.chain).map(|a| a.derivation_index),
         "amount_due": oo.amount_due.map(fmt),
         "underpaid_tolerance": fmt(o.tolerance),
         "amount_paid": fmt(oo.amount_paid),
@@ -262,8 +285,9 @@ pub(crate) fn payment_json(
     inv: &Invoice,
     p: &Payment,
     accepted: bool,
-    chain: &ChainFacts<'_>,
+    chains: &[ChainFacts<'_>],
 ) -> Value {
+    let chain = chains.iter().find(|c| c.name == p.chain);
     // In its own asset's units, whether an option takes it or not; a token the config
     // no longer lists, in an option's units, else in base units.
     let option = inv
@@ -271,9 +295,7 @@ pub(crate) fn payment_json(
         .iter()
         .find(|o| o.chain == p.chain && o.asset == p.asset);
     let decimals = chain
-        .policy
-        .decimals
-        .get(&p.asset)
+        .and_then(|c| c.policy.decimals.get(&p.asset))
         .copied()
         .or(option.map(|o| o.decimals))
         .unwrap_or(0);
@@ -288,7 +310,7 @@ pub(crate) fn payment_json(
         "late": inv.expires_at.is_some_and(|e| p.seen_at > e),
         "block_height": p.block_height,
         "block_hash": p.block_hash,
-        "confirmations": p.confirmations(chain.tip),
+        "confirmations": p.confirmations(chain.and_then(|c| c.tip)),
         "seen_at": p.seen_at,
         "rbf": p.rbf,
     })

@@ -43,7 +43,9 @@ pub(crate) struct Outcome {
     pub(crate) paid: Coverage,
     /// Per payment: in the asset of one of the options on its chain.
     pub(crate) accepted: Vec<bool>,
-    /// Per payment: counted and with the required confirmations.
+    /// Per payment: not dropped and with the required confirmations (its option's; for
+    /// one no option takes, the chain's tiers for its own amount). Only accepted ones
+    /// count toward the invoice.
     pub(crate) ready: Vec<bool>,
     /// Payments that time out now under rule 3 (indices into `payments`).
     pub(crate) timed_out: Vec<usize>,
@@ -174,10 +176,18 @@ impl<'a> Judged<'a> {
 
     fn is_ready(&self, i: usize) -> bool {
         let p = &self.f.payments[i];
-        let Some(k) = self.option_of[i].filter(|_| p.counts()) else {
+        if !p.counts() {
             return false;
+        }
+        // A payment no option takes needs what the chain's tiers ask of its own amount:
+        // its `payment.confirmed` tells the backend it can refund it.
+        let required = match self.option_of[i] {
+            Some(k) => self.required[k],
+            None => self.chain_of[i].map_or(u32::MAX, |c| {
+                c.policy.required_for(&p.asset, Some(p.amount))
+            }),
         };
-        match self.required[k] {
+        match required {
             // BIP125 signals that the payer may still replace it.
             0 => !(p.state == PaymentState::Pending && p.rbf),
             n => p.confirmations(self.chain_of[i].and_then(|c| c.tip)) >= u64::from(n),
@@ -452,10 +462,13 @@ mod tests {
         Invoice {
             id: "inv".into(),
             options: vec![option("regtest", "BTC", due)],
-            chain: "regtest".into(),
+            addresses: vec![crate::invoice::InvoiceAddress {
+                chain: "regtest".into(),
+                address: "bcrt1q".into(),
+                derivation_index: 0,
+            }],
+            price: None,
             mode: Mode::Fixed,
-            address: "bcrt1q".into(),
-            derivation_index: 0,
             status: Status::Pending,
             reason: None,
             decision: None,
@@ -1032,7 +1045,8 @@ mod tests {
         });
         assert_eq!(o.status, Status::Pending);
         assert_eq!(o.accepted, [false, false]);
-        assert_eq!(o.ready, [false, false]);
+        // Confirmed enough to refund (payment.confirmed), never counted.
+        assert_eq!(o.ready, [true, true]);
         assert_eq!(o.options[0].amount_paid, U256::ZERO);
         assert_eq!(o.paid.ratio(), "0");
     }

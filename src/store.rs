@@ -21,11 +21,13 @@ use crate::amount::U256;
 use crate::chains::Policy;
 use crate::events;
 use crate::invoice::{
-    Decision, Invoice, Mode, PayOption, Payment, PaymentState, Reason, Status, invoice_json,
+    Decision, Invoice, InvoiceAddress, Mode, PayOption, Payment, PaymentState, Price, Reason,
+    Status, invoice_json,
 };
 use crate::lifecycle::{self, ChainFacts, Facts};
 
 mod invoices;
+pub(crate) use invoices::MAX_OPTIONS;
 mod outbox;
 mod readers;
 mod schema;
@@ -71,7 +73,8 @@ pub(crate) struct Cursor {
 const PENDING_TXIDS: &str =
     "SELECT DISTINCT txid FROM payments WHERE chain = ?1 AND state = 'PENDING'";
 
-const WATCHED: &str = "SELECT script, id FROM invoices WHERE chain = ?1 AND watched = 1";
+const WATCHED: &str =
+    "SELECT script, invoice_id FROM invoice_addresses WHERE chain = ?1 AND watched = 1";
 
 /// The database: one writer thread, a pool of read connections, and what both share.
 pub(crate) struct Store {
@@ -113,16 +116,25 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// What an invoice is created from, checked by the API.
+/// One option of an invoice to create or of `invoice.add_option`, checked by the API.
 #[derive(Debug, Clone)]
-pub(crate) struct NewInvoice {
+pub(crate) struct NewOption {
     pub(crate) chain: String,
     pub(crate) asset: String,
     pub(crate) decimals: u8,
-    pub(crate) mode: Mode,
+    /// `None` in `open` mode.
     pub(crate) amount_due: Option<U256>,
     pub(crate) tolerance: U256,
     pub(crate) confirmations: Option<u32>,
+}
+
+/// What an invoice is created from, checked by the API.
+#[derive(Debug, Clone)]
+pub(crate) struct NewInvoice {
+    /// None when only a price is given: the currency is chosen later.
+    pub(crate) options: Vec<NewOption>,
+    pub(crate) price: Option<Price>,
+    pub(crate) mode: Mode,
     pub(crate) expires_in: Option<u64>,
     pub(crate) order_id: Option<String>,
     pub(crate) client_id: Option<String>,
@@ -136,8 +148,18 @@ pub(crate) struct NewInvoice {
     pub(crate) request: String,
 }
 
-/// The invoice object, and the script to watch when the invoice is new (not a retry).
-pub(crate) type Created = (Value, Option<(Vec<u8>, String)>);
+/// The invoice object, and the addresses to watch that the call derived (chain,
+/// script, invoice id): none for a retry.
+pub(crate) type Created = (Value, Vec<(String, Vec<u8>, String)>);
+
+/// An invoice's address on one chain, as a rescan needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) chain: String,
+    pub(crate) script: Vec<u8>,
+    /// The chain's height when the address was derived.
+    pub(crate) created_height: Option<u64>,
+}
 
 /// `invoice.list` filters.
 #[derive(Debug, Default, Clone)]
@@ -359,15 +381,33 @@ impl Shared {
 
     fn invoice_view(&self, conn: &Connection, id: &str) -> StoreResult<Value> {
         let inv = load_invoice(conn, id)?.ok_or(StoreError::NotFound)?;
-        let chain = self.chain_facts(conn, &inv.chain)?;
+        let chains = self.chains_of(conn, &inv)?;
         let pays = load_payments(conn, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
             payments: &pays,
-            chains: &[chain],
+            chains: &chains,
             now: now(),
         });
-        Ok(invoice_json(&inv, &pays, &out, &chain))
+        Ok(invoice_json(&inv, &pays, &out, &chains))
+    }
+
+    /// What the lifecycle reads of every chain the invoice has an address on.
+    fn chains_of<'a>(
+        &'a self,
+        conn: &Connection,
+        inv: &Invoice,
+    ) -> StoreResult<Vec<ChainFacts<'a>>> {
+        inv.addresses
+            .iter()
+            .map(|a| {
+                let (name, _) = self
+                    .policies
+                    .get_key_value(&a.chain)
+                    .ok_or_else(|| anyhow::anyhow!("chain {} is not configured", a.chain))?;
+                self.chain_facts(conn, name)
+            })
+            .collect()
     }
 
     /// What the lifecycle reads of the invoice's chain, as last committed.
@@ -436,57 +476,87 @@ fn parsed<T>(r: &Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::R
 }
 
 fn load_invoice(conn: &Connection, id: &str) -> rusqlite::Result<Option<Invoice>> {
-    conn.prepare_cached("SELECT id, chain, asset, decimals, mode, address, derivation_index, amount_due,
-                tolerance, confirmations, status, reason, decision, order_id, client_id, email, title,
-                description, callback_url, metadata, created_at, expires_at, updated_at,
-                completed_at, closed_at
-         FROM invoices WHERE id = ?1")?.query_row([id],
-        |r| {
-            let due: Option<String> = r.get(7)?;
-            let reason: Option<String> = r.get(11)?;
-            let decision: Option<String> = r.get(12)?;
-            let metadata: String = r.get(19)?;
-            let amount_due = match due {
-                Some(_) => Some(units(r, 7)?),
-                None => None,
-            };
-            // One option per invoice in this schema.
-            let option = PayOption {
-                chain: r.get(1)?,
-                asset: r.get(2)?,
-                decimals: r.get(3)?,
-                amount_due,
-                tolerance: units(r, 8)?,
-                confirmations: r.get(9)?,
-                added_at: r.get(20)?,
-            };
+    let inv = conn
+        .prepare_cached(
+            "SELECT id, mode, price_amount, price_currency, status, reason, decision, order_id,
+                client_id, email, title, description, callback_url, metadata, created_at,
+                expires_at, updated_at, completed_at, closed_at
+             FROM invoices WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            let price: (Option<String>, Option<String>) = (r.get(2)?, r.get(3)?);
+            let reason: Option<String> = r.get(5)?;
+            let decision: Option<String> = r.get(6)?;
+            let metadata: String = r.get(13)?;
             Ok(Invoice {
                 id: r.get(0)?,
-                options: vec![option],
-                chain: r.get(1)?,
-                mode: parsed(r, 4, Mode::parse)?,
-                address: r.get(5)?,
-                derivation_index: r.get(6)?,
-                status: parsed(r, 10, Status::parse)?,
+                options: Vec::new(),
+                addresses: Vec::new(),
+                price: match price {
+                    (Some(amount), Some(currency)) => Some(Price { amount, currency }),
+                    _ => None,
+                },
+                mode: parsed(r, 1, Mode::parse)?,
+                status: parsed(r, 4, Status::parse)?,
                 reason: reason.as_deref().and_then(Reason::parse),
                 decision: decision.as_deref().and_then(Decision::parse),
-                order_id: r.get(13)?,
-                client_id: r.get(14)?,
-                email: r.get(15)?,
-                title: r.get(16)?,
-                description: r.get(17)?,
-                callback_url: r.get(18)?,
+                order_id: r.get(7)?,
+                client_id: r.get(8)?,
+                email: r.get(9)?,
+                title: r.get(10)?,
+                description: r.get(11)?,
+                callback_url: r.get(12)?,
                 metadata: serde_json::from_str(&metadata).unwrap_or(Value::Null),
-                created_at: r.get(20)?,
-                expires_at: r.get(21)?,
-                updated_at: r.get(22)?,
-                completed_at: r.get(23)?,
-                closed_at: r.get(24)?,
+                created_at: r.get(14)?,
+                expires_at: r.get(15)?,
+                updated_at: r.get(16)?,
+                completed_at: r.get(17)?,
+                closed_at: r.get(18)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()?;
+    let Some(mut inv) = inv else {
+        return Ok(None);
+    };
+    inv.options = conn
+        .prepare_cached(OPTIONS_OF)?
+        .query_map([id], |r| {
+            let due: Option<String> = r.get(3)?;
+            Ok(PayOption {
+                chain: r.get(0)?,
+                asset: r.get(1)?,
+                decimals: r.get(2)?,
+                amount_due: match due {
+                    Some(_) => Some(units(r, 3)?),
+                    None => None,
+                },
+                tolerance: units(r, 4)?,
+                confirmations: r.get(5)?,
+                added_at: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    inv.addresses = conn
+        .prepare_cached(ADDRESSES_OF)?
+        .query_map([id], |r| {
+            Ok(InvoiceAddress {
+                chain: r.get(0)?,
+                address: r.get(1)?,
+                derivation_index: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(inv))
 }
+
+/// An invoice's options, in the order they were added (a new quote keeps its place).
+const OPTIONS_OF: &str =
+    "SELECT chain, asset, decimals, amount_due, tolerance, confirmations, added_at
+     FROM invoice_options WHERE invoice_id = ?1 ORDER BY rowid";
+
+/// An invoice's addresses, in the order they were derived.
+const ADDRESSES_OF: &str = "SELECT chain, address, derivation_index
+     FROM invoice_addresses WHERE invoice_id = ?1 ORDER BY rowid";
 
 /// An invoice's payments, in the order they were first seen and detected.
 const PAYMENTS_OF: &str = "SELECT txid, idx, amount, state, block_height, block_hash, seen_at, rbf,

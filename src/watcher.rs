@@ -149,7 +149,12 @@ pub(crate) async fn rescan_start(
     let (id, name) = (invoice_id.to_string(), chain.settings.name.clone());
     store
         .blocking(move |s| {
-            let (_, key, created_height) = s.invoice_target(&id)?;
+            let target = s
+                .invoice_targets(&id)?
+                .into_iter()
+                .find(|t| t.chain == name)
+                .ok_or(StoreError::NotFound)?;
+            let (key, created_height) = (target.script, target.created_height);
             let Some(cursor) = s.cursor(&name)? else {
                 return Ok(None);
             };

@@ -555,6 +555,7 @@ async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
             i["payments"].as_array().is_some_and(|p| p.len() == 2)
         })
         .await;
+    admin.wait_scanned(anvil.height().await).await;
     let seen: Vec<(String, String, String, Value)> = inv["payments"]
         .as_array()
         .unwrap()
@@ -588,6 +589,12 @@ async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
         .collect();
     assert_eq!(detected.len(), 2, "{events:#?}");
     assert!(detected.iter().all(|p| p["accepted"] == json!(false)));
+    // And confirmed by the chain's tiers for their own amounts: safe to refund.
+    let confirmed = events
+        .iter()
+        .filter(|e| e["type"] == "payment.confirmed")
+        .count();
+    assert_eq!(confirmed, 2, "{events:#?}");
     assert!(!types(&events).contains(&"invoice.status_changed".to_string()));
     // The invoice's own asset still completes it.
     anvil.pay_token(USDT, &address, units(25, 6)).await;

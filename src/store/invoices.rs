@@ -5,87 +5,79 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use super::{
-    Action, Created, ListFilter, NewInvoice, Shared, Store, StoreError, StoreResult, cursor_of,
-    load_invoice, load_payments, now,
+    Action, Created, ListFilter, NewInvoice, NewOption, Shared, Store, StoreError, StoreResult,
+    Target, cursor_of, load_invoice, load_payments, now,
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
 use crate::invoice::{Decision, PaymentState, Status};
 
 impl Store {
-    /// Creates an invoice with the next address of `derive`, or returns the one an
-    /// earlier call with the same `idempotency_key` and params created.
+    /// Creates an invoice with the next address of `derive` on each chain of its
+    /// options, or returns the one an earlier call with the same `idempotency_key` and
+    /// params created.
     pub(crate) fn create_invoice(
         &self,
         new: NewInvoice,
-        key_id: &str,
-        derive: impl FnOnce(u32) -> Result<(String, Vec<u8>), String>,
+        keys: &[(String, String)],
+        derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
     ) -> StoreResult<Created> {
         // A retry is answered with what the first call made, and takes no new index.
         if let Some(key) = &new.idempotency_key
             && let Some(earlier) = earlier_invoice(&*self.read()?, self, key, &new.request)?
         {
-            return Ok((earlier, None));
+            return Ok((earlier, Vec::new()));
         }
-        // The index is handed out here and the address derived on the caller's thread,
-        // so that the writer does none of the key arithmetic. No index is handed out
-        // twice; one whose create is then refused is left unused, never reused.
-        let index = self.next_index(&new.chain, key_id)?;
-        let (address, script) = derive(index).map_err(|e| anyhow::anyhow!(e))?;
-        let key_id = key_id.to_string();
+        let addresses = self.derive_addresses(keys, &derive)?;
         self.write(move |db, tx| {
             if let Some(key) = &new.idempotency_key
                 && let Some(earlier) = earlier_invoice(tx, db, key, &new.request)?
             {
-                return Ok((earlier, None));
+                return Ok((earlier, Vec::new()));
             }
-            tx.prepare_cached(
-                "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(chain, key_id) DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
-            )?
-            .execute(params![new.chain, key_id, index + 1])?;
             let now = now();
             // Time-ordered (UUIDv7): at a million invoices a random id would touch a
             // random page of the primary key on every create.
             let id = uuid::Uuid::now_v7().to_string();
-            let created_height = cursor_of(tx, &new.chain)?.map(|c| c.height);
             let expires_at = new
                 .expires_in
                 .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-            tx.prepare_cached("INSERT INTO invoices (id, chain, asset, decimals, mode, address, script, derivation_index,
-                    amount_due, tolerance, confirmations, status, reason, decision, order_id, client_id,
-                    email, title, description, callback_url, metadata, idempotency_key, request,
-                    created_height, created_at, expires_at, updated_at, completed_at, closed_at, wake_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', NULL, NULL, ?12, ?13,
-                    ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?22, NULL, NULL, ?24)")?.execute(params![
-                    id,
-                    new.chain,
-                    new.asset,
-                    new.decimals,
-                    new.mode.as_str(),
-                    address,
-                    script,
-                    index,
-                    new.amount_due.map(|u| u.to_string()),
-                    new.tolerance.to_string(),
-                    new.confirmations,
-                    new.order_id,
-                    new.client_id,
-                    new.email,
-                    new.title,
-                    new.description,
-                    new.callback_url,
-                    new.metadata.to_string(),
-                    new.idempotency_key,
-                    new.request,
-                    created_height,
-                    now,
-                    expires_at,
-                    // What the lifecycle says of an invoice nothing paid yet: the clock
-                    // moves it only at expiry.
-                    expires_at.map(|e| e.saturating_add(1)),
-                ],
-            )?;
+            // What the lifecycle says of an invoice nothing paid yet: the clock moves
+            // it only at expiry.
+            let wake_at = expires_at.map(|e| e.saturating_add(1));
+            tx.prepare_cached(
+                "INSERT INTO invoices (id, mode, price_amount, price_currency, status, order_id,
+                    client_id, email, title, description, callback_url, metadata, idempotency_key,
+                    request, created_at, expires_at, updated_at, wake_at)
+                 VALUES (?1, ?2, ?3, ?4, 'PENDING', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                    ?15, ?14, ?16)",
+            )?
+            .execute(params![
+                id,
+                new.mode.as_str(),
+                new.price.as_ref().map(|p| &p.amount),
+                new.price.as_ref().map(|p| &p.currency),
+                new.order_id,
+                new.client_id,
+                new.email,
+                new.title,
+                new.description,
+                new.callback_url,
+                new.metadata.to_string(),
+                new.idempotency_key,
+                new.request,
+                now,
+                expires_at,
+                addresses.is_empty().then_some(wake_at).flatten(),
+            ])?;
+            for o in &new.options {
+                insert_option(tx, &id, o, now)?;
+            }
+            let mut watch = Vec::new();
+            for a in addresses {
+                insert_address(tx, &id, &a, wake_at)?;
+                watch.push((a.chain, a.script, id.clone()));
+            }
             let view = db.invoice_view(tx, &id)?;
             events::insert(
                 tx,
@@ -95,8 +87,121 @@ impl Store {
                 now,
                 json!({ "invoice": view }),
             )?;
-            Ok((view, Some((script, id))))
+            Ok((view, watch))
         })
+    }
+
+    /// `invoice.add_option`: a new option, or a new quote of one nobody paid yet, with
+    /// the chain's address derived on its first option there.
+    pub(crate) fn add_option(
+        &self,
+        id: &str,
+        option: NewOption,
+        expires_in: Option<u64>,
+        key: (String, String),
+        derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
+    ) -> StoreResult<Created> {
+        let inv = load_invoice(&*self.read()?, id)?.ok_or(StoreError::NotFound)?;
+        // Derived out of the writer, as for a create; an index taken for an add that is
+        // then refused is left unused.
+        let address = match inv.address_on(&option.chain) {
+            Some(_) => None,
+            None => self.derive_addresses(&[key], &derive)?.pop(),
+        };
+        let id = id.to_string();
+        self.write(move |db, tx| {
+            let id = id.as_str();
+            let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
+            let now = now();
+            let open = matches!(inv.status, Status::Pending | Status::Partial)
+                && inv.expires_at.is_none_or(|e| now <= e)
+                && inv.decision.is_none();
+            if !open {
+                return Err(StoreError::NotAllowed(format!(
+                    "options are added only while the invoice is PENDING or PARTIAL and not \
+                     expired; this one is {}",
+                    inv.status
+                )));
+            }
+            if inv.options.len() >= MAX_OPTIONS
+                && !inv
+                    .options
+                    .iter()
+                    .any(|o| o.chain == option.chain && o.asset == option.asset)
+            {
+                return Err(StoreError::NotAllowed(format!(
+                    "the invoice has {MAX_OPTIONS} options, the most it may have"
+                )));
+            }
+            let paid: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM payments
+                     WHERE invoice_id = ?1 AND chain = ?2 AND asset = ?3)",
+                )?
+                .query_row(params![id, option.chain, option.asset], |r| r.get(0))?;
+            if paid {
+                return Err(StoreError::NotAllowed(format!(
+                    "{} on {} has received a payment: its amount is fixed",
+                    option.asset, option.chain
+                )));
+            }
+            insert_option(tx, id, &option, now)?;
+            if let Some(e) = expires_in {
+                let at = now.saturating_add(i64::try_from(e).unwrap_or(i64::MAX));
+                tx.prepare_cached("UPDATE invoices SET expires_at = ?2 WHERE id = ?1")?
+                    .execute(params![id, at])?;
+            }
+            tx.prepare_cached("UPDATE invoices SET updated_at = ?2, wake_at = NULL WHERE id = ?1")?
+                .execute(params![id, now])?;
+            let mut watch = Vec::new();
+            // The address joins the watch set and is judged on its chain's next poll.
+            if let Some(a) = address.filter(|a| inv.address_on(&a.chain).is_none()) {
+                insert_address(tx, id, &a, Some(now))?;
+                watch.push((a.chain, a.script, id.to_string()));
+            }
+            let view = db.settle(tx, id, &[], None)?;
+            let data = json!({
+                "invoice": view,
+                "option": view["options"]
+                    .as_array()
+                    .and_then(|os| os.iter().find(|o| {
+                        o["chain"] == json!(option.chain) && o["asset"] == json!(option.asset)
+                    }))
+                    .cloned(),
+            });
+            events::insert(
+                tx,
+                db.outbox.as_ref(),
+                EventKind::OptionAdded,
+                id,
+                now,
+                data,
+            )?;
+            Ok((view, watch))
+        })
+    }
+
+    /// The next address on each of `keys`' chains (chain, key id), derived on the
+    /// caller's thread so that the writer does none of the key arithmetic. No index is
+    /// handed out twice; one whose create is then refused is left unused, never reused.
+    fn derive_addresses(
+        &self,
+        keys: &[(String, String)],
+        derive: &impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
+    ) -> StoreResult<Vec<NewAddress>> {
+        keys.iter()
+            .map(|(chain, key_id)| {
+                let index = self.next_index(chain, key_id)?;
+                let (address, script) = derive(chain, index).map_err(|e| anyhow::anyhow!(e))?;
+                Ok(NewAddress {
+                    chain: chain.clone(),
+                    key_id: key_id.clone(),
+                    index,
+                    address,
+                    script,
+                })
+            })
+            .collect()
     }
 
     /// The next derivation index of `key_id` on `chain`, taken: read from the database
@@ -129,16 +234,25 @@ impl Store {
         self.read()?.snapshot(|conn| self.invoice_view(conn, id))
     }
 
-    /// The invoice's chain and script (for rescans).
-    pub(crate) fn invoice_target(&self, id: &str) -> StoreResult<(String, Vec<u8>, Option<u64>)> {
-        self.read()?
-            .query_row(
-                "SELECT chain, script, created_height FROM invoices WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
+    /// The invoice's chains, each with its script there and the height the chain was
+    /// at when the address was derived (for rescans); `NotFound` if there is no invoice.
+    pub(crate) fn invoice_targets(&self, id: &str) -> StoreResult<Vec<Target>> {
+        let conn = self.read()?;
+        if load_invoice(&conn, id)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let mut st = conn.prepare_cached(
+            "SELECT chain, script, created_height FROM invoice_addresses
+             WHERE invoice_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = st.query_map([id], |r| {
+            Ok(Target {
+                chain: r.get(0)?,
+                script: r.get(1)?,
+                created_height: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The sum of the invoice's payments in `asset` confirmed at or below `height`.
@@ -160,7 +274,8 @@ impl Store {
         self.read()?.snapshot(|conn| {
             let mut st = conn.prepare_cached(
                 "SELECT rowid, id FROM invoices WHERE
-                    (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR chain = ?2) AND
+                    (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR EXISTS (SELECT 1 FROM
+                        invoice_options o WHERE o.invoice_id = invoices.id AND o.chain = ?2)) AND
                     (?3 IS NULL OR order_id = ?3) AND (?4 IS NULL OR created_at > ?4) AND
                     (?5 IS NULL OR created_at < ?5) AND (?6 IS NULL OR rowid < ?6)
                  ORDER BY rowid DESC LIMIT ?7",
@@ -281,4 +396,70 @@ fn earlier_invoice(
         Some((_, r)) if r != request => Err(StoreError::IdempotencyConflict),
         Some((id, _)) => Ok(Some(db.invoice_view(conn, &id)?)),
     }
+}
+
+/// An address derived for an invoice, not yet stored.
+struct NewAddress {
+    chain: String,
+    key_id: String,
+    index: u32,
+    address: String,
+    script: Vec<u8>,
+}
+
+/// The most options an invoice may have.
+pub(crate) const MAX_OPTIONS: usize = 16;
+
+/// Stores an option, or a new quote of one (same chain and asset): its amount and
+/// `added_at` replaced, its place kept.
+fn insert_option(tx: &Connection, id: &str, o: &NewOption, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO invoice_options (invoice_id, chain, asset, decimals, amount_due, tolerance,
+            confirmations, added_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (invoice_id, chain, asset) DO UPDATE SET amount_due = excluded.amount_due,
+            tolerance = excluded.tolerance, confirmations = excluded.confirmations,
+            added_at = excluded.added_at",
+    )?
+    .execute(params![
+        id,
+        o.chain,
+        o.asset,
+        o.decimals,
+        o.amount_due.map(|u| u.to_string()),
+        o.tolerance.to_string(),
+        o.confirmations,
+        now,
+    ])?;
+    Ok(())
+}
+
+/// Stores an invoice's address on a chain, and moves the key's next index past it.
+fn insert_address(
+    tx: &Connection,
+    id: &str,
+    a: &NewAddress,
+    wake_at: Option<i64>,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
+         ON CONFLICT(chain, key_id) DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
+    )?
+    .execute(params![a.chain, a.key_id, a.index + 1])?;
+    let created_height = cursor_of(tx, &a.chain)?.map(|c| c.height);
+    tx.prepare_cached(
+        "INSERT INTO invoice_addresses (invoice_id, chain, address, script, derivation_index,
+            created_height, watched, wake_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+    )?
+    .execute(params![
+        id,
+        a.chain,
+        a.address,
+        a.script,
+        a.index,
+        created_height,
+        wake_at
+    ])?;
+    Ok(())
 }

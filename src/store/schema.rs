@@ -1,7 +1,7 @@
 //! The schema: versioned migrations, run by one function; `PRAGMA user_version`
 //! counts those already run.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations, in order: `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -170,6 +170,100 @@ ALTER TABLE payments ADD COLUMN asset TEXT NOT NULL DEFAULT '';
 UPDATE payments SET asset = (SELECT asset FROM invoices WHERE invoices.id = payments.invoice_id);
 UPDATE invoices SET script = substr(script, 21) WHERE address LIKE '0x%' AND length(script) = 40;
 "#,
+    // Payment options: an invoice is paid in one of several (chain, asset) options, to
+    // one address per chain, or has only a price until the first option is added.
+    // Options and addresses get tables of their own; the invoice keeps what is not
+    // per option, and its price. Each invoice of the last release becomes one option
+    // and one address, its rowid (the list's cursor) kept. The clock's deadline and
+    // the watch flag move to the address (the chain whose poll acts on them); an
+    // invoice with no address keeps its own deadline. The metrics count an invoice
+    // under each chain it has an address on.
+    r#"
+CREATE TABLE invoices_v7 (
+    id TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    price_amount TEXT,
+    price_currency TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    decision TEXT,
+    order_id TEXT,
+    client_id TEXT,
+    email TEXT,
+    title TEXT,
+    description TEXT,
+    callback_url TEXT,
+    metadata TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    closed_at INTEGER,
+    wake_at INTEGER
+) STRICT;
+INSERT INTO invoices_v7 (rowid, id, mode, status, reason, decision, order_id, client_id, email,
+        title, description, callback_url, metadata, idempotency_key, request, created_at,
+        expires_at, updated_at, completed_at, closed_at)
+    SELECT rowid, id, mode, status, reason, decision, order_id, client_id, email, title,
+        description, callback_url, metadata, idempotency_key, request, created_at, expires_at,
+        updated_at, completed_at, closed_at
+    FROM invoices;
+CREATE TABLE invoice_options (
+    invoice_id TEXT NOT NULL REFERENCES invoices(id),
+    chain TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    amount_due TEXT,
+    tolerance TEXT NOT NULL,
+    confirmations INTEGER,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (invoice_id, chain, asset)
+) STRICT;
+INSERT INTO invoice_options
+    SELECT id, chain, asset, decimals, amount_due, tolerance, confirmations, created_at
+    FROM invoices ORDER BY rowid;
+CREATE TABLE invoice_addresses (
+    invoice_id TEXT NOT NULL REFERENCES invoices(id),
+    chain TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    script BLOB NOT NULL,
+    derivation_index INTEGER NOT NULL,
+    created_height INTEGER,
+    watched INTEGER NOT NULL DEFAULT 1,
+    wake_at INTEGER,
+    PRIMARY KEY (invoice_id, chain)
+) STRICT;
+INSERT INTO invoice_addresses
+    SELECT id, chain, address, script, derivation_index, created_height, watched, wake_at
+    FROM invoices ORDER BY rowid;
+DROP TABLE invoices;
+ALTER TABLE invoices_v7 RENAME TO invoices;
+CREATE INDEX invoices_order ON invoices(order_id);
+CREATE INDEX invoices_status ON invoices(status);
+CREATE INDEX invoices_wake ON invoices(wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX invoices_unfinal ON invoices(status) WHERE status = 'COMPLETED' AND decision IS NULL;
+CREATE INDEX invoice_options_chain ON invoice_options(chain);
+CREATE INDEX invoice_addresses_wake ON invoice_addresses(chain, wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX invoice_addresses_watched ON invoice_addresses(chain) WHERE watched = 1;
+DELETE FROM invoice_counts;
+INSERT INTO invoice_counts
+    SELECT a.chain, i.status, COUNT(*) FROM invoice_addresses a JOIN invoices i ON i.id = a.invoice_id
+    GROUP BY a.chain, i.status;
+CREATE TRIGGER invoices_recounted AFTER UPDATE OF status ON invoices
+WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE invoice_counts SET n = n - 1 WHERE status = OLD.status
+        AND chain IN (SELECT chain FROM invoice_addresses WHERE invoice_id = NEW.id);
+    INSERT INTO invoice_counts SELECT chain, NEW.status, 1 FROM invoice_addresses
+        WHERE invoice_id = NEW.id
+        ON CONFLICT (chain, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER invoice_addresses_counted AFTER INSERT ON invoice_addresses BEGIN
+    INSERT INTO invoice_counts SELECT NEW.chain, status, 1 FROM invoices WHERE id = NEW.invoice_id
+        ON CONFLICT (chain, status) DO UPDATE SET n = n + 1;
+END;
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.
@@ -182,18 +276,33 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
             MIGRATIONS.len()
         );
     }
+    // A migration that rebuilds a table drops the one payments refer to; SQLite's way
+    // is to turn foreign keys off around it and check them all before committing.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            anyhow::bail!(
+                "migration {} left rows of {table} without their invoice",
+                i + 1
+            );
+        }
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::U256;
+    use crate::invoice::{Mode, Reason, Status};
 
     /// A database of the last release (three migrations) with payments in it.
     fn last_release() -> Connection {
@@ -235,7 +344,7 @@ mod tests {
         // Every invoice watched and due once: the first poll judges each again.
         let (wake, watched): (i64, bool) = conn
             .query_row(
-                "SELECT wake_at, watched FROM invoices WHERE id = 'inv'",
+                "SELECT wake_at, watched FROM invoice_addresses WHERE invoice_id = 'inv'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -293,14 +402,150 @@ mod tests {
             [("btc".into(), "BTC".into()), ("usdt".into(), "USDT".into())]
         );
         let script = |id: &str| -> Vec<u8> {
-            conn.query_row("SELECT script FROM invoices WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            conn.query_row(
+                "SELECT script FROM invoice_addresses WHERE invoice_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .unwrap()
         };
         assert_eq!(script("usdt"), [0x22u8; 20]);
         let mut btc = vec![0x00, 0x14];
         btc.extend([0x22u8; 20]);
         assert_eq!(script("btc"), btc);
+    }
+
+    /// A database of the release before payment options (six migrations): each
+    /// invoice becomes one option and one address, with nothing lost, and keeps its
+    /// place in the list.
+    #[test]
+    fn invoices_of_the_last_release_become_one_option_invoices() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(6) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO cursors (chain, height, hash, updated_at) VALUES ('anvil', 9, 'h', 1);
+             INSERT INTO invoices (rowid, id, chain, asset, decimals, mode, address, script,
+                derivation_index, amount_due, tolerance, confirmations, status, reason,
+                decision, order_id, client_id, email, title, description, callback_url,
+                metadata, idempotency_key, request, created_height, created_at, expires_at,
+                updated_at, completed_at, closed_at, wake_at, watched)
+             VALUES (7, 'usdt', 'anvil', 'USDT', 6, 'fixed', '0xab', x'ab', 3, '25000000',
+                '10', 12, 'EXPIRED', 'underpaid', NULL, 'o-1', 'c-1', 'a@b.c', 'Pro',
+                'Plan', 'http://x/y', '{\"k\":1}', 'key-1', '{}', 5, 100, 200, 300, NULL,
+                300, 604800, 1),
+                (9, 'btc', 'regtest', 'BTC', 8, 'open', 'bcrt1q', x'0014', 0, NULL, '0', NULL,
+                'PENDING', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL,
+                NULL, 150, NULL, 150, NULL, NULL, NULL, 1);
+             INSERT INTO payments (chain, txid, idx, invoice_id, amount, state, seen_at, rbf,
+                asset, detected)
+             VALUES ('anvil', 'aa', 2, 'usdt', '5000000', 'CONFIRMED', 150, 0, 'USDT', 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let inv = crate::store::load_invoice(&conn, "usdt").unwrap().unwrap();
+        assert_eq!(
+            inv.options,
+            [crate::invoice::PayOption {
+                chain: "anvil".into(),
+                asset: "USDT".into(),
+                decimals: 6,
+                amount_due: Some(U256::from(25_000_000u64)),
+                tolerance: U256::from(10u8),
+                confirmations: Some(12),
+                added_at: 100,
+            }]
+        );
+        assert_eq!(
+            inv.addresses,
+            [crate::invoice::InvoiceAddress {
+                chain: "anvil".into(),
+                address: "0xab".into(),
+                derivation_index: 3,
+            }]
+        );
+        assert_eq!(
+            (inv.status, inv.reason, inv.mode, inv.price),
+            (Status::Expired, Some(Reason::Underpaid), Mode::Fixed, None)
+        );
+        assert_eq!(
+            (
+                inv.order_id.as_deref(),
+                inv.client_id.as_deref(),
+                inv.email.as_deref(),
+                inv.title.as_deref(),
+                inv.description.as_deref(),
+                inv.callback_url.as_deref()
+            ),
+            (
+                Some("o-1"),
+                Some("c-1"),
+                Some("a@b.c"),
+                Some("Pro"),
+                Some("Plan"),
+                Some("http://x/y")
+            )
+        );
+        assert_eq!(inv.metadata, serde_json::json!({"k": 1}));
+        assert_eq!(
+            (
+                inv.created_at,
+                inv.expires_at,
+                inv.updated_at,
+                inv.closed_at
+            ),
+            (100, Some(200), 300, Some(300))
+        );
+        let open = crate::store::load_invoice(&conn, "btc").unwrap().unwrap();
+        assert_eq!((open.mode, open.options[0].amount_due), (Mode::Open, None));
+        // Its payment, the list's order (rowid), its idempotency key, the address's
+        // height, deadline and watch flag, and the counts.
+        let pays = crate::store::load_payments(&conn, "usdt").unwrap();
+        assert_eq!((pays.len(), pays[0].amount), (1, U256::from(5_000_000u64)));
+        let kept: (i64, String, Option<i64>, i64, i64) = conn
+            .query_row(
+                "SELECT i.rowid, i.idempotency_key, a.created_height, a.wake_at, a.watched
+                 FROM invoices i JOIN invoice_addresses a ON a.invoice_id = i.id
+                 WHERE i.id = 'usdt'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (7, "key-1".into(), Some(5), 604800, 1));
+        let counts: Vec<(String, String, i64)> = conn
+            .prepare("SELECT chain, status, n FROM invoice_counts ORDER BY chain")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("anvil".into(), "EXPIRED".into(), 1),
+                ("regtest".into(), "PENDING".into(), 1)
+            ]
+        );
+        // The counts follow a status change after the migration.
+        conn.execute(
+            "UPDATE invoices SET status = 'EXPIRED' WHERE id = 'btc'",
+            [],
+        )
+        .unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT n FROM invoice_counts WHERE chain = 'regtest' AND status = 'EXPIRED'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let fk: Option<String> = conn
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .unwrap();
+        assert_eq!(fk, None);
     }
 }

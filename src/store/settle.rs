@@ -9,12 +9,11 @@ use serde_json::{Value, json};
 
 use super::{Shared, Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
 use crate::amount::U256;
-use crate::chains::Policy;
 use crate::events::{self, EventKind};
 use crate::invoice::{
     Decision, Invoice, Payment, PaymentState, Reason, Status, invoice_json, payment_json,
 };
-use crate::lifecycle::{self, Facts, Outcome};
+use crate::lifecycle::{self, ChainFacts, Facts, Outcome};
 
 /// A payment the watcher found (output `index` of `txid` paying the invoice).
 #[derive(Debug, Clone)]
@@ -235,32 +234,31 @@ impl Shared {
                 .filter(|(i, _)| *i == id)
                 .map(|(_, c)| c)
                 .collect();
-            self.settle(tx, &id, &own, Some(&mut applied.watch))?;
+            self.settle(tx, &id, &own, Some((chain, &mut applied.watch)))?;
         }
         Ok(applied)
     }
 
     /// Recomputes one invoice and writes what changed, with its events; returns the
-    /// invoice object as it now stands. With `watch`, the invoice's address joins or
-    /// leaves the watch set here and the change is reported there; without (the API's
-    /// decisions), a change is left due for the watcher's next poll.
+    /// invoice object as it now stands. With `watch`, the invoice's address on that
+    /// chain joins or leaves the watch set here and the change is reported there;
+    /// otherwise (the API's decisions, the invoice's other chains) a change is left due
+    /// for that chain's next poll.
     pub(super) fn settle(
         &self,
         tx: &Connection,
         id: &str,
         changes: &[&PaymentChange],
-        watch: Option<&mut Vec<WatchChange>>,
+        watch: Option<(&str, &mut Vec<WatchChange>)>,
     ) -> StoreResult<Value> {
         let now = now();
         let mut inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
-        let name = inv.chain.clone();
-        let chain = self.chain_facts(tx, &name)?;
-        let (policy, tip, finalized) = (chain.policy, chain.tip, chain.finalized);
+        let chains = self.chains_of(tx, &inv)?;
         let pays = load_payments(tx, id)?;
         let out = lifecycle::evaluate(Facts {
             invoice: &inv,
             payments: &pays,
-            chains: &[chain],
+            chains: &chains,
             now,
         });
 
@@ -274,7 +272,7 @@ impl Shared {
                     "UPDATE payments SET timed_out = ?4, confirmed_notified = ?5
                      WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
                 )?
-                .execute(params![inv.chain, p.txid, p.index, timed_out, notified])?;
+                .execute(params![p.chain, p.txid, p.index, timed_out, notified])?;
             }
             if notified && !p.confirmed_notified {
                 confirmed_now.push(i);
@@ -319,13 +317,13 @@ impl Shared {
             ])?;
         }
 
-        schedule(tx, &inv, &pays, &out, policy, (tip, finalized), now, watch)?;
+        schedule(tx, &inv, &pays, &out, &chains, now, watch)?;
 
         // Events, after the change they describe, in the order a backend expects:
         // what happened to payments, then what it did to the invoice.
-        let view = invoice_json(&inv, &pays, &out, &chain);
+        let view = invoice_json(&inv, &pays, &out, &chains);
         let payment_event = |kind, i: usize| {
-            let payment = payment_json(&inv, &pays[i], out.accepted[i], &chain);
+            let payment = payment_json(&inv, &pays[i], out.accepted[i], &chains);
             let data = json!({ "invoice": view, "payment": payment });
             events::insert(tx, self.outbox.as_ref(), kind, id, now, data)
         };
@@ -460,7 +458,8 @@ const CONFIRMING: &str = "SELECT invoice_id FROM payments
      WHERE chain = ?1 AND state = 'CONFIRMED' AND confirmed_notified = 0
      UNION
      SELECT id FROM invoices INDEXED BY invoices_unfinal
-     WHERE chain = ?1 AND status = 'COMPLETED' AND decision IS NULL";
+     WHERE status = 'COMPLETED' AND decision IS NULL
+         AND EXISTS (SELECT 1 FROM invoice_addresses a WHERE a.invoice_id = id AND a.chain = ?1)";
 
 const DISCONNECTED: &str = "SELECT p.invoice_id, i.decision FROM payments p
      JOIN invoices i ON i.id = p.invoice_id
@@ -469,8 +468,12 @@ const DISCONNECTED: &str = "SELECT p.invoice_id, i.decision FROM payments p
 const EVICT: &str = "UPDATE payments SET state = 'DROPPED'
      WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING' RETURNING invoice_id, idx";
 
-const DUE: &str =
-    "SELECT id FROM invoices WHERE chain = ?1 AND wake_at <= ?2 ORDER BY wake_at LIMIT ?3";
+const DUE: &str = "SELECT invoice_id FROM invoice_addresses
+     WHERE chain = ?1 AND wake_at <= ?2 ORDER BY wake_at LIMIT ?3";
+
+/// Invoices with no address yet (a price, no option) wait for the clock alone, and any
+/// chain's poll judges them.
+const DUE_UNBOUND: &str = "SELECT id FROM invoices WHERE wake_at <= ?1 ORDER BY wake_at LIMIT ?2";
 
 /// Invoices whose status may move with the tip or the finalized block: confirmed
 /// payments not yet confirmed enough to have been announced, or completed invoices not
@@ -489,65 +492,103 @@ pub(super) fn due(
     now: i64,
     limit: u32,
 ) -> StoreResult<Vec<String>> {
-    let mut st = conn.prepare_cached(DUE)?;
-    let rows = st.query_map(params![chain, now, limit], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut ids: Vec<String> = conn
+        .prepare_cached(DUE)?
+        .query_map(params![chain, now, limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let rest = limit.saturating_sub(ids.len() as u32);
+    if rest > 0 {
+        let mut st = conn.prepare_cached(DUE_UNBOUND)?;
+        for id in st.query_map(params![now, rest], |r| r.get(0))? {
+            ids.push(id?);
+        }
+    }
+    Ok(ids)
 }
 
-/// Sets the invoice's next deadline and its place in the watch set (`lifecycle.md`,
-/// "How long an address is watched": until `late_payment_window` after it closed, and
-/// while any payment is short of final), writing only what changed.
-#[allow(clippy::too_many_arguments)]
+/// Sets the invoice's next deadlines and the place of each of its addresses in the
+/// watch set (`lifecycle.md`, "How long an address is watched": until
+/// `late_payment_window` after it closed, and while a payment on that chain is short
+/// of final), writing only what changed. Only `watch`'s chain changes its watch set
+/// here; an address on another chain is left due for its own chain's poll.
 fn schedule(
     tx: &Connection,
     inv: &Invoice,
     pays: &[Payment],
     out: &Outcome,
-    policy: &Policy,
-    (tip, finalized): (Option<u64>, Option<u64>),
+    chains: &[ChainFacts<'_>],
     now: i64,
-    watch: Option<&mut Vec<WatchChange>>,
+    mut watch: Option<(&str, &mut Vec<WatchChange>)>,
 ) -> StoreResult<()> {
-    let (stored_wake, stored_watched, script): (Option<i64>, bool, Vec<u8>) = tx
-        .prepare_cached("SELECT wake_at, watched, script FROM invoices WHERE id = ?1")?
-        .query_row([&inv.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let late_window = i64::try_from(policy.late_payment_window).unwrap_or(i64::MAX);
-    let window_end = inv.closed_at.map(|c| c.saturating_add(late_window));
-    let in_window = window_end.is_none_or(|w| now < w);
-    let final_height = policy.final_height(tip, finalized);
-    let unfinal = pays.iter().any(|p| match p.state {
-        PaymentState::Pending => true,
-        PaymentState::Confirmed => p.block_height.zip(final_height).is_none_or(|(h, f)| h > f),
-        PaymentState::Dropped => false,
-    });
-    let wanted = in_window || unfinal;
-    let watched = match watch {
-        Some(list) if wanted != stored_watched => {
-            list.push(WatchChange {
-                script,
-                invoice_id: inv.id.clone(),
-                watch: wanted,
-            });
-            wanted
+    if inv.addresses.is_empty() {
+        let stored: Option<i64> = tx
+            .prepare_cached("SELECT wake_at FROM invoices WHERE id = ?1")?
+            .query_row([&inv.id], |r| r.get(0))?;
+        if stored != out.wake_at {
+            tx.prepare_cached("UPDATE invoices SET wake_at = ?2 WHERE id = ?1")?
+                .execute(params![inv.id, out.wake_at])?;
         }
-        _ => stored_watched,
-    };
-    let watch_deadline = if watched != wanted {
-        Some(now)
-    } else if watched && !in_window {
-        // Kept for payments short of final. A pending one is judged again when it is
-        // mined or dropped; a confirmed one turns final only under later blocks.
-        let pending = pays.iter().any(|p| p.state == PaymentState::Pending);
-        (!pending).then(|| now.saturating_add(UNFINAL_RECHECK))
-    } else if watched {
-        window_end
-    } else {
-        None
-    };
-    let wake_at = out.wake_at.into_iter().chain(watch_deadline).min();
-    if (wake_at, watched) != (stored_wake, stored_watched) {
-        tx.prepare_cached("UPDATE invoices SET wake_at = ?2, watched = ?3 WHERE id = ?1")?
-            .execute(params![inv.id, wake_at, watched])?;
+        return Ok(());
+    }
+    for c in chains {
+        let (stored_wake, stored_watched, script): (Option<i64>, bool, Vec<u8>) = tx
+            .prepare_cached(
+                "SELECT wake_at, watched, script FROM invoice_addresses
+                 WHERE invoice_id = ?1 AND chain = ?2",
+            )?
+            .query_row(params![inv.id, c.name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let policy = c.policy;
+        let late_window = i64::try_from(policy.late_payment_window).unwrap_or(i64::MAX);
+        let window_end = inv.closed_at.map(|c| c.saturating_add(late_window));
+        let in_window = window_end.is_none_or(|w| now < w);
+        let final_height = policy.final_height(c.tip, c.finalized);
+        let here = || pays.iter().filter(|p| p.chain == c.name);
+        let unfinal = here().any(|p| match p.state {
+            PaymentState::Pending => true,
+            PaymentState::Confirmed => p.block_height.zip(final_height).is_none_or(|(h, f)| h > f),
+            PaymentState::Dropped => false,
+        });
+        let wanted = in_window || unfinal;
+        let watched = match watch.as_mut() {
+            Some((name, list)) if *name == c.name && wanted != stored_watched => {
+                list.push(WatchChange {
+                    script,
+                    invoice_id: inv.id.clone(),
+                    watch: wanted,
+                });
+                wanted
+            }
+            _ => stored_watched,
+        };
+        let watch_deadline = if watched != wanted {
+            Some(now)
+        } else if watched && !in_window {
+            // Kept for payments short of final. A pending one is judged again when it is
+            // mined or dropped; a confirmed one turns final only under later blocks.
+            let pending = here().any(|p| p.state == PaymentState::Pending);
+            (!pending).then(|| now.saturating_add(UNFINAL_RECHECK))
+        } else if watched {
+            window_end
+        } else {
+            None
+        };
+        // A deadline already past is expiry waiting for a chain to catch up: it stays
+        // due on the chains that have not, whose next synced poll judges it, and not on
+        // this one if it has.
+        let waits_here = inv
+            .expires_at
+            .is_none_or(|e| c.synced_at.is_none_or(|s| s <= e));
+        let clock = out.wake_at.filter(|w| *w > now || waits_here);
+        let wake_at = clock.into_iter().chain(watch_deadline).min();
+        if (wake_at, watched) != (stored_wake, stored_watched) {
+            tx.prepare_cached(
+                "UPDATE invoice_addresses SET wake_at = ?3, watched = ?4
+                 WHERE invoice_id = ?1 AND chain = ?2",
+            )?
+            .execute(params![inv.id, c.name, wake_at, watched])?;
+        }
     }
     Ok(())
 }
@@ -576,13 +617,18 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db"), Default::default(), None).unwrap();
         let conn = store.read().unwrap();
         let queries = [
-            ("due", DUE, "invoices_wake"),
+            ("due", DUE, "invoice_addresses_wake"),
+            ("due", DUE_UNBOUND, "invoices_wake"),
             ("confirming", CONFIRMING, "payments_confirming"),
             ("confirming", CONFIRMING, "invoices_unfinal"),
             ("disconnected", DISCONNECTED, "payments_height"),
             ("evict", EVICT, "payments_pending"),
             ("pending", super::super::PENDING_TXIDS, "payments_pending"),
-            ("watched", super::super::WATCHED, "invoices_watched"),
+            (
+                "watched",
+                super::super::WATCHED,
+                "invoice_addresses_watched",
+            ),
             ("record", RECORDED, "sqlite_autoindex_payments_1"),
             ("detected", NEW_PAYMENT, "payments_detected"),
         ];
