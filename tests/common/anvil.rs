@@ -128,6 +128,17 @@ impl Anvil {
         anvil
     }
 
+    /// Stops the node's process where it is (SIGSTOP): it holds every connection and
+    /// answers nothing until [`Anvil::resume`], as a hung node does.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused node run again (SIGCONT), with its state as it was.
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
     /// The RPC URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -318,6 +329,14 @@ impl Drop for Anvil {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
 }
 
 /// `wei` of `eth` ("0.5" ETH).
