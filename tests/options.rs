@@ -413,3 +413,61 @@ async fn invoice_list_by_chain_matches_any_option() {
     let on_regtest = admin.ok("invoice.list", json!({"chain": "regtest"})).await;
     assert_eq!(ids(&on_regtest), [id(&btc_only), id(&both)]);
 }
+
+#[tokio::test]
+async fn settlectl_creates_with_options_and_a_price_and_adds_one() {
+    let (_node, _payer, _anvil, daemon) = setup().await;
+    let out = daemon.ctl(
+        None,
+        &[
+            "invoice",
+            "create",
+            "--option",
+            "regtest:BTC:0.01",
+            "--option",
+            "anvil:USDT:25",
+            "--price",
+            "24.99:USD",
+            "--json",
+        ],
+    );
+    let inv: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inv["options"].as_array().unwrap().len(), 2, "{inv:#}");
+    assert_eq!(inv["price"], json!({"amount": "24.99", "currency": "USD"}));
+    // Readable: each option on its own row, with its address and what remains.
+    let shown = daemon.ctl(None, &["invoice", "get", &id(&inv)]);
+    assert!(shown.contains("24.99 USD"), "{shown}");
+    for (row, asset) in [("regtest BTC", "BTC"), ("anvil USDT", "USDT")] {
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row} row: {shown}"));
+        assert!(line.contains(&address(&inv, asset)), "{line}");
+    }
+    assert!(shown.contains("REMAINING"), "{shown}");
+
+    let later = daemon.ctl(None, &["invoice", "create", "--price", "10:EUR", "--json"]);
+    let later: Value = serde_json::from_str(&later).unwrap();
+    let added = daemon.ctl(
+        None,
+        &[
+            "invoice",
+            "add-option",
+            &id(&later),
+            "--chain",
+            "anvil",
+            "--asset",
+            "USDT",
+            "--amount",
+            "11",
+            "--expires-in",
+            "2700",
+            "--json",
+        ],
+    );
+    let added: Value = serde_json::from_str(&added).unwrap();
+    assert_eq!(added["amount_due"], json!("11"));
+    assert!(added["address"].as_str().unwrap().starts_with("0x"));
+    let listed = daemon.ctl(None, &["invoice", "list"]);
+    assert!(listed.contains("regtest,anvil"), "{listed}");
+}

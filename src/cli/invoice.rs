@@ -8,8 +8,11 @@ use super::{Conn, Shown, n, params, s, text};
 /// `settlectl invoice`.
 #[derive(Subcommand)]
 pub(super) enum InvoiceCommand {
-    /// Create an invoice.
+    /// Create an invoice: one option (--chain, --asset, --amount), several (--option,
+    /// repeated), or only a price (--price) and the currency chosen later.
     Create(Box<CreateArgs>),
+    /// Add a way to pay an invoice, or quote an unpaid one again.
+    AddOption(Box<AddOptionArgs>),
     /// Show one invoice.
     Get { id: String },
     /// List invoices, newest first.
@@ -49,7 +52,13 @@ pub(super) enum InvoiceCommand {
 #[derive(Args)]
 pub(super) struct CreateArgs {
     #[arg(long)]
-    chain: String,
+    chain: Option<String>,
+    /// CHAIN:ASSET:AMOUNT, such as anvil:USDT:25; repeat for each way to pay.
+    #[arg(long = "option", value_name = "CHAIN:ASSET:AMOUNT")]
+    options: Vec<String>,
+    /// AMOUNT:CURRENCY, such as 24.99:USD: shown with the invoice, never converted.
+    #[arg(long)]
+    price: Option<String>,
     /// A decimal amount in the asset's units, such as 0.0015.
     #[arg(long)]
     amount: Option<String>,
@@ -84,10 +93,31 @@ pub(super) struct CreateArgs {
     idempotency_key: Option<String>,
 }
 
+/// `settlectl invoice add-option`.
+#[derive(Args)]
+pub(super) struct AddOptionArgs {
+    id: String,
+    #[arg(long)]
+    chain: String,
+    #[arg(long)]
+    asset: Option<String>,
+    /// A decimal amount in the asset's units.
+    #[arg(long)]
+    amount: String,
+    #[arg(long)]
+    underpaid_tolerance: Option<String>,
+    /// Restart the payment window: expires_at = now + SECONDS.
+    #[arg(long)]
+    expires_in: Option<u64>,
+    #[arg(long)]
+    confirmations: Option<u32>,
+}
+
 /// Runs one `settlectl invoice` command.
 pub(super) fn run(conn: &mut Conn, cmd: &InvoiceCommand) -> anyhow::Result<Shown> {
     match cmd {
         InvoiceCommand::Create(a) => create(conn, a),
+        InvoiceCommand::AddOption(a) => add_option(conn, a),
         InvoiceCommand::Get { id } => by_id(conn, "invoice.get", id),
         InvoiceCommand::List {
             status,
@@ -132,8 +162,27 @@ fn create(conn: &mut Conn, a: &CreateArgs) -> anyhow::Result<Shown> {
             Some(serde_json::from_str::<Value>(m).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?)
         }
     };
+    let options = match a.options.as_slice() {
+        [] => None,
+        list => Some(Value::Array(
+            list.iter()
+                .map(|o| option(o))
+                .collect::<anyhow::Result<_>>()?,
+        )),
+    };
+    let price = match a.price.as_deref() {
+        None => None,
+        Some(p) => {
+            let (amount, currency) = p
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--price: AMOUNT:CURRENCY, such as 24.99:USD"))?;
+            Some(json!({ "amount": amount, "currency": currency }))
+        }
+    };
     let p = params(&[
-        ("chain", Some(json!(a.chain))),
+        ("chain", s(&a.chain)),
+        ("options", options),
+        ("price", price),
         ("amount", s(&a.amount)),
         ("asset", s(&a.asset)),
         ("mode", s(&a.mode)),
@@ -150,6 +199,33 @@ fn create(conn: &mut Conn, a: &CreateArgs) -> anyhow::Result<Shown> {
         ("idempotency_key", s(&a.idempotency_key)),
     ]);
     Ok((conn.call("invoice.create", p)?, show_invoice))
+}
+
+/// One `--option CHAIN:ASSET:AMOUNT` (the amount left out in open mode).
+fn option(o: &str) -> anyhow::Result<Value> {
+    let mut parts = o.splitn(3, ':');
+    let (Some(chain), Some(asset)) = (parts.next(), parts.next()) else {
+        anyhow::bail!("--option {o:?}: CHAIN:ASSET:AMOUNT, such as anvil:USDT:25");
+    };
+    let mut v = json!({ "chain": chain, "asset": asset });
+    if let Some(amount) = parts.next() {
+        v["amount"] = json!(amount);
+    }
+    Ok(v)
+}
+
+/// `invoice add-option`.
+fn add_option(conn: &mut Conn, a: &AddOptionArgs) -> anyhow::Result<Shown> {
+    let p = params(&[
+        ("id", Some(json!(a.id))),
+        ("chain", Some(json!(a.chain))),
+        ("asset", s(&a.asset)),
+        ("amount", Some(json!(a.amount))),
+        ("underpaid_tolerance", s(&a.underpaid_tolerance)),
+        ("expires_in", n(&a.expires_in)),
+        ("confirmations", n(&a.confirmations)),
+    ]);
+    Ok((conn.call("invoice.add_option", p)?, show_invoice))
 }
 
 /// `invoice get|void|mark-completed|mark-refunded ID`: a method on one invoice.
@@ -248,13 +324,32 @@ fn show_list(v: &Value) {
         "ID", "STATUS", "CHAIN", "DUE", "PAID"
     );
     for i in v["invoices"].as_array().into_iter().flatten() {
+        // Several options: their chains, and how much of the order is paid.
+        let options = i["options"].as_array().cloned().unwrap_or_default();
+        let (chain, due, paid) = match options.as_slice() {
+            [_] => (
+                text(&i["chain"]),
+                text(&i["amount_due"]),
+                text(&i["amount_paid"]),
+            ),
+            many => {
+                let mut chains: Vec<String> = many.iter().map(|o| text(&o["chain"])).collect();
+                chains.dedup();
+                let chains = if chains.is_empty() {
+                    "-".into()
+                } else {
+                    chains.join(",")
+                };
+                (chains, "-".into(), format!("x{}", text(&i["paid_ratio"])))
+            }
+        };
         println!(
             "{:<36}  {:<26}  {:<10}  {:>14}  {:>14}  {}",
             text(&i["id"]),
             text(&i["status"]),
-            text(&i["chain"]),
-            text(&i["amount_due"]),
-            text(&i["amount_paid"]),
+            chain,
+            due,
+            paid,
             text(&i["order_id"]),
         );
     }
