@@ -29,7 +29,7 @@ async fn main() {
 
     let mut sub = daemon.admin().await;
     sub.ok("events.subscribe", json!({})).await;
-    // Prints events until the three invoices are completed.
+    // Prints events until the four invoices are completed.
     let printer = tokio::spawn(async move {
         let mut completed = 0;
         while let Some(msg) = sub.read().await {
@@ -37,7 +37,7 @@ async fn main() {
             print_event(event);
             if event["data"]["to"] == "COMPLETED" {
                 completed += 1;
-                if completed == 3 {
+                if completed == 4 {
                     return;
                 }
             }
@@ -93,6 +93,55 @@ async fn main() {
         .pay_token(USDT, &address, U256::from(15_000_000u64))
         .await;
     let usdt = admin.wait_status(&usdt_id, "COMPLETED").await;
+
+    // One order, its currency chosen later, paid in two assets on two chains.
+    let order = admin
+        .ok(
+            "invoice.create",
+            json!({"price": {"amount": "50", "currency": "USD"}, "order_id": "demo-4"}),
+        )
+        .await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    println!(
+        "
+invoice {order_id}: 50 USD, the currency not chosen yet
+"
+    );
+    println!("> the customer may pay 0.001 BTC or 50 USDT: two options, a 45-minute window");
+    for (chain, asset, amount) in [("regtest", "BTC", "0.001"), ("anvil", "USDT", "50")] {
+        admin
+            .ok(
+                "invoice.add_option",
+                json!({"id": order_id, "chain": chain, "asset": asset, "amount": amount,
+                       "expires_in": 2700}),
+            )
+            .await;
+    }
+    let order = admin.ok("invoice.get", json!({"id": order_id})).await;
+    let to = |asset: &str| -> String {
+        order["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["asset"] == asset)
+            .unwrap()["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    println!("> the customer pays 0.0005 BTC (half), and a block is mined");
+    payer.pay(&node, &to("BTC"), "0.0005", false).await;
+    node.mine_to(1, &me).await;
+    let half = admin.wait_status(&order_id, "PARTIAL").await;
+    let remaining = half["options"][1]["remaining"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    println!("> and the remaining {remaining} USDT on Ethereum");
+    anvil
+        .pay_token(USDT, &to("USDT"), U256::from(25_000_000u64))
+        .await;
+    let order = admin.wait_status(&order_id, "COMPLETED").await;
     printer.await.unwrap();
 
     println!();
@@ -106,6 +155,12 @@ async fn main() {
             inv["payments"].as_array().unwrap().len()
         );
     }
+    println!(
+        "done: {} paid x{} of 50 USD in {} payments on two chains",
+        order["status"].as_str().unwrap(),
+        order["paid_ratio"].as_str().unwrap(),
+        order["payments"].as_array().unwrap().len()
+    );
 }
 
 fn print_event(e: &Value) {
@@ -119,14 +174,27 @@ fn print_event(e: &Value) {
         t if t.starts_with("payment.") => format!(
             "{} {}, {} confirmation(s)",
             d["payment"]["amount"].as_str().unwrap_or("?"),
-            d["invoice"]["asset"].as_str().unwrap_or(""),
+            d["payment"]["asset"].as_str().unwrap_or(""),
             d["payment"]["confirmations"]
         ),
-        _ => format!(
-            "{} {} due",
-            d["invoice"]["amount_due"].as_str().unwrap_or("-"),
-            d["invoice"]["asset"].as_str().unwrap_or("")
+        "invoice.option_added" => format!(
+            "{} {} on {}",
+            d["option"]["amount_due"].as_str().unwrap_or("-"),
+            d["option"]["asset"].as_str().unwrap_or(""),
+            d["option"]["chain"].as_str().unwrap_or("")
         ),
+        _ => match &d["invoice"]["price"] {
+            Value::Null => format!(
+                "{} {} due",
+                d["invoice"]["amount_due"].as_str().unwrap_or("-"),
+                d["invoice"]["asset"].as_str().unwrap_or("")
+            ),
+            p => format!(
+                "{} {} (the currency to be chosen)",
+                p["amount"].as_str().unwrap_or("-"),
+                p["currency"].as_str().unwrap_or("")
+            ),
+        },
     };
     println!(
         "  event #{:<3} {:<24} {}",

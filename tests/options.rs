@@ -240,7 +240,9 @@ async fn add_option_is_refused_on_a_closed_invoice_and_changes_nothing() {
     let completed = common::completed_invoice(&mut admin, &node, &mut payer, "0.01").await;
     let voided = admin.invoice(json!({"amount": "0.01"})).await;
     let voided = admin.ok("invoice.void", json!({"id": id(&voided)})).await;
-    for inv in [expired, completed, voided] {
+    // Open mode: its one option's amount is set by the first payment.
+    let open = admin.invoice(json!({"mode": "open"})).await;
+    for inv in [expired, completed, voided, open] {
         let id = id(&inv);
         let before = admin.ok("invoice.get", json!({"id": id})).await;
         let e = refused(

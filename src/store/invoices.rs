@@ -10,7 +10,7 @@ use super::{
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
-use crate::invoice::{Decision, PaymentState, Status};
+use crate::invoice::{Decision, Mode, PaymentState, Status};
 
 impl Store {
     /// Creates an invoice with the next address of `derive` on each chain of its
@@ -122,6 +122,13 @@ impl Store {
                      expired; this one is {}",
                     inv.status
                 )));
+            }
+            if inv.mode == Mode::Open {
+                return Err(StoreError::NotAllowed(
+                    "an open-mode invoice has exactly one option, its amount set by the first \
+                     payment"
+                        .into(),
+                ));
             }
             if inv.options.len() >= MAX_OPTIONS
                 && !inv
