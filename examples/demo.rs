@@ -102,45 +102,36 @@ async fn main() {
         )
         .await;
     let order_id = order["id"].as_str().unwrap().to_string();
-    println!(
-        "
-invoice {order_id}: 50 USD, the currency not chosen yet
-"
-    );
-    println!("> the customer may pay 0.001 BTC or 50 USDT: two options, a 45-minute window");
-    for (chain, asset, amount) in [("regtest", "BTC", "0.001"), ("anvil", "USDT", "50")] {
-        admin
-            .ok(
-                "invoice.add_option",
-                json!({"id": order_id, "chain": chain, "asset": asset, "amount": amount,
-                       "expires_in": 2700}),
-            )
-            .await;
-    }
-    let order = admin.ok("invoice.get", json!({"id": order_id})).await;
-    let to = |asset: &str| -> String {
-        order["options"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["asset"] == asset)
-            .unwrap()["address"]
-            .as_str()
-            .unwrap()
-            .to_string()
+    println!("\ninvoice {order_id}: 50 USD, the currency not chosen yet\n");
+    let add = |chain: &str, asset: &str, amount: &str| {
+        json!({"id": order_id, "chain": chain, "asset": asset, "amount": amount,
+               "expires_in": 2700})
     };
-    println!("> the customer pays 0.0005 BTC (half), and a block is mined");
-    payer.pay(&node, &to("BTC"), "0.0005", false).await;
-    node.mine_to(1, &me).await;
-    let half = admin.wait_status(&order_id, "PARTIAL").await;
-    let remaining = half["options"][1]["remaining"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    println!("> and the remaining {remaining} USDT on Ethereum");
-    anvil
-        .pay_token(USDT, &to("USDT"), U256::from(25_000_000u64))
+    println!("> the customer picks USDT: 50 USDT, a 45-minute window from now");
+    let picked = admin
+        .ok("invoice.add_option", add("anvil", "USDT", "50"))
         .await;
+    let usdt_to = picked["address"].as_str().unwrap().to_string();
+    println!("> and transfers 20 USDT to {usdt_to}");
+    anvil
+        .pay_token(USDT, &usdt_to, U256::from(20_000_000u64))
+        .await;
+    admin.wait_status(&order_id, "PARTIAL").await;
+    println!("> then chooses to finish in BTC: 0.001 BTC would pay the whole order");
+    let both = admin
+        .ok("invoice.add_option", add("regtest", "BTC", "0.001"))
+        .await;
+    let option = &both["options"][1];
+    let (btc_to, remaining) = (
+        option["address"].as_str().unwrap().to_string(),
+        option["remaining"].as_str().unwrap().to_string(),
+    );
+    println!(
+        "> paid {} of the order; {remaining} BTC remains: paid to {btc_to}, and a block is mined",
+        both["paid_ratio"].as_str().unwrap()
+    );
+    payer.pay(&node, &btc_to, &remaining, false).await;
+    node.mine_to(1, &me).await;
     let order = admin.wait_status(&order_id, "COMPLETED").await;
     printer.await.unwrap();
 
