@@ -4,7 +4,7 @@
 mod common;
 
 use alloy::primitives::U256;
-use common::anvil::{Anvil, DAI, DEPLOYER, USDT, wei};
+use common::anvil::{Anvil, DAI, DEPLOYER, USDC, USDT, wei};
 use common::{Admin, Daemon, types};
 use serde_json::{Value, json};
 
@@ -546,13 +546,14 @@ async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
     let daemon = Daemon::start_anvil(&anvil, "").await;
     let mut admin = daemon.admin().await;
     let (id, address) = invoice(&mut admin, "USDT", "25").await;
-    // DAI and ETH to a USDT invoice's address, each more than enough if it counted.
+    // USDC, DAI and ETH to a USDT invoice's address, each enough if it counted.
+    let usdc = anvil.pay_token(USDC, &address, units(25, 6)).await;
     let dai = anvil.pay_token(DAI, &address, units(25, 18)).await;
     let eth = anvil.pay_eth(&address, 10u128.pow(18)).await;
     anvil.mine(12).await;
     let inv = admin
-        .wait_invoice(&id, "both transfers recorded", |i| {
-            i["payments"].as_array().is_some_and(|p| p.len() == 2)
+        .wait_invoice(&id, "the three transfers recorded", |i| {
+            i["payments"].as_array().is_some_and(|p| p.len() == 3)
         })
         .await;
     admin.wait_scanned(anvil.height().await).await;
@@ -572,6 +573,7 @@ async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
     assert_eq!(
         seen,
         [
+            (usdc.clone(), "USDC".into(), "25".into(), json!(false)),
             (dai.clone(), "DAI".into(), "25".into(), json!(false)),
             (eth.clone(), "ETH".into(), "1".into(), json!(false)),
         ]
@@ -587,14 +589,14 @@ async fn assets_the_invoice_does_not_take_are_recorded_but_never_counted() {
         .filter(|e| e["type"] == "payment.detected")
         .map(|e| &e["data"]["payment"])
         .collect();
-    assert_eq!(detected.len(), 2, "{events:#?}");
+    assert_eq!(detected.len(), 3, "{events:#?}");
     assert!(detected.iter().all(|p| p["accepted"] == json!(false)));
     // And confirmed by the chain's tiers for their own amounts: safe to refund.
     let confirmed = events
         .iter()
         .filter(|e| e["type"] == "payment.confirmed")
         .count();
-    assert_eq!(confirmed, 2, "{events:#?}");
+    assert_eq!(confirmed, 3, "{events:#?}");
     assert!(!types(&events).contains(&"invoice.status_changed".to_string()));
     // The invoice's own asset still completes it.
     anvil.pay_token(USDT, &address, units(25, 6)).await;

@@ -346,7 +346,7 @@ async fn bad_options_name_the_field_and_create_nothing() {
             None,
         ),
         (
-            json!({"options": [btc, {"chain": "anvil", "asset": "USDC", "amount": "1"}]}),
+            json!({"options": [btc, {"chain": "anvil", "asset": "SHIB", "amount": "1"}]}),
             -32602,
             Some("options"),
         ),

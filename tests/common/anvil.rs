@@ -36,6 +36,8 @@ pub const PAYER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dC79C8";
 /// Where `chains/anvil.toml` expects the tokens.
 pub const USDT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 pub const DAI: &str = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512";
+/// Deployed after the others, so that their addresses stay where they were.
+pub const USDC: &str = "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707";
 
 /// The anvil binary the tests run.
 pub fn anvil_path() -> PathBuf {
@@ -125,6 +127,18 @@ impl Anvil {
             };
             anvil.call(DEPLOYER, token, &call.abi_encode(), 0).await;
         }
+        let usdc = anvil
+            .deploy(
+                "TestToken",
+                ("USDC".to_string(), U256::from(6u8)).abi_encode_params(),
+            )
+            .await;
+        assert_eq!(usdc, USDC, "the USDC of chains/anvil.toml");
+        let call = mintCall {
+            to: PAYER.parse().unwrap(),
+            value: U256::from(10u64).pow(U256::from(30u64)),
+        };
+        anvil.call(DEPLOYER, USDC, &call.abi_encode(), 0).await;
         anvil
     }
 
@@ -357,7 +371,7 @@ impl Daemon {
     /// settled on Bitcoin regtest (`node`) and on `anvil` at once.
     pub async fn start_regtest_and_anvil(node: &super::Node, anvil: &Anvil) -> Daemon {
         let anvil_section = format!(
-            "\n[chains.anvil]\nrpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\"]\npoll_interval_ms = 100",
+            "\n[chains.anvil]\nrpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\", \"USDC\"]\npoll_interval_ms = 100",
             anvil.url()
         );
         let mut d = Daemon::configure(
@@ -382,7 +396,7 @@ impl Daemon {
         Daemon::configure_chain(
             "anvil",
             &format!(
-                "rpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\"]\n{poll}{extra}",
+                "rpc_url = \"{}\"\nxpub = \"{ETH_XPUB}\"\ntokens = [\"USDT\", \"DAI\", \"USDC\"]\n{poll}{extra}",
                 anvil.url()
             ),
         )
