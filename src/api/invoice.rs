@@ -220,9 +220,8 @@ impl Api {
     /// The address at `index` of `chain`'s key, and what its watcher matches.
     fn derive(&self, chain: &str, index: u32) -> Result<(String, Vec<u8>), String> {
         let source = self
-            .chains
-            .iter()
-            .find(|c| c.settings.name == chain)
+            .chain(chain)
+            .ok()
             .and_then(|c| c.settings.addresses.as_ref())
             .ok_or_else(|| format!("chain {chain:?} has no key"))?;
         // Watched by its address alone (the output script, the 20 address bytes): a
@@ -234,7 +233,7 @@ impl Api {
     /// Puts addresses a create or an add derived in their chains' watch sets.
     fn watch(&self, added: Vec<(String, Vec<u8>, String)>) {
         for (name, script, id) in added {
-            if let Some(chain) = self.chains.iter().find(|c| c.settings.name == name) {
+            if let Ok(chain) = self.chain(&name) {
                 chain.watchlist.insert(script, id);
             }
         }

@@ -153,13 +153,14 @@ impl Store {
                 )));
             }
             insert_option(tx, id, &option, now)?;
-            if let Some(e) = expires_in {
-                let at = now.saturating_add(i64::try_from(e).unwrap_or(i64::MAX));
-                tx.prepare_cached("UPDATE invoices SET expires_at = ?2 WHERE id = ?1")?
-                    .execute(params![id, at])?;
-            }
-            tx.prepare_cached("UPDATE invoices SET updated_at = ?2, wake_at = NULL WHERE id = ?1")?
-                .execute(params![id, now])?;
+            // The invoice's own deadline is for address-less invoices; it has one now.
+            let expires_at =
+                expires_in.map(|e| now.saturating_add(i64::try_from(e).unwrap_or(i64::MAX)));
+            tx.prepare_cached(
+                "UPDATE invoices SET expires_at = COALESCE(?3, expires_at), updated_at = ?2,
+                    wake_at = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, now, expires_at])?;
             let mut watch = Vec::new();
             // The address joins the watch set and is judged on its chain's next poll.
             if let Some(a) = address.filter(|a| inv.address_on(&a.chain).is_none()) {
@@ -245,7 +246,10 @@ impl Store {
     /// at when the address was derived (for rescans); `NotFound` if there is no invoice.
     pub(crate) fn invoice_targets(&self, id: &str) -> StoreResult<Vec<Target>> {
         let conn = self.read()?;
-        if load_invoice(&conn, id)?.is_none() {
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM invoices WHERE id = ?1)")?
+            .query_row([id], |r| r.get(0))?;
+        if !exists {
             return Err(StoreError::NotFound);
         }
         let mut st = conn.prepare_cached(

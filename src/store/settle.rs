@@ -459,7 +459,7 @@ const CONFIRMING: &str = "SELECT invoice_id FROM payments
      UNION
      SELECT id FROM invoices INDEXED BY invoices_unfinal
      WHERE status = 'COMPLETED' AND decision IS NULL
-         AND EXISTS (SELECT 1 FROM invoice_addresses a WHERE a.invoice_id = id AND a.chain = ?1)";
+         AND EXISTS (SELECT 1 FROM invoice_addresses a WHERE a.invoice_id = invoices.id AND a.chain = ?1)";
 
 const DISCONNECTED: &str = "SELECT p.invoice_id, i.decision FROM payments p
      JOIN invoices i ON i.id = p.invoice_id
