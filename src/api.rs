@@ -2,6 +2,7 @@
 //! Bad input is refused with the field's name and changes nothing.
 
 mod daemon;
+mod deposit;
 mod events;
 mod invoice;
 
@@ -11,8 +12,10 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::chain::Chain;
+use crate::chains::Kind;
 use crate::config::Settings;
-use crate::store::{Action, Store, StoreError};
+use crate::store::{Action, Owner, Store, StoreError, Target};
+use crate::{bitcoin, evm};
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,31 @@ impl Params {
     fn has(&self, k: &str) -> bool {
         self.0.contains_key(k)
     }
+
+    /// `metadata`: an object of at most 16 KiB, `{}` when absent.
+    fn metadata(&self) -> Result<Value, RpcError> {
+        match self.get("metadata") {
+            None => Ok(json!({})),
+            Some(m @ Value::Object(_)) if m.to_string().len() <= 16 * 1024 => Ok(m.clone()),
+            Some(Value::Object(_)) => Err(RpcError::field("metadata", "is larger than 16 KiB")),
+            Some(_) => Err(RpcError::field("metadata", "must be an object")),
+        }
+    }
+
+    /// A `cursor` given back from a page's `next_cursor`.
+    fn cursor(&self) -> Result<Option<i64>, RpcError> {
+        match self.get("cursor") {
+            None => Ok(None),
+            Some(Value::String(s)) => s
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| RpcError::field("cursor", "is not a cursor this daemon gave")),
+            Some(_) => Err(RpcError::field(
+                "cursor",
+                "must be the next_cursor string of the previous page",
+            )),
+        }
+    }
 }
 
 /// The API over the store and the chains.
@@ -178,6 +206,60 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// Searches `target`'s chain again for transfers to it, the address of `owner`,
+    /// that were missed; returns how many were new, and on an EVM chain without traces
+    /// the coin its balance holds beyond them.
+    async fn rescan_address(
+        &self,
+        owner: &Owner,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<(usize, Option<String>), RpcError> {
+        let chain = self.chain(&target.chain)?;
+        if !chain.has_node() {
+            return Err(RpcError::new(
+                CHAIN_UNAVAILABLE,
+                format!("chain {:?} is not enabled", target.chain),
+            ));
+        }
+        let failed = |e: anyhow::Error| RpcError::new(INTERNAL, format!("rescan failed: {e}"));
+        match chain.settings.kind {
+            Kind::Bitcoin => Ok((
+                bitcoin::rescan(chain, &self.store, owner, target, from)
+                    .await
+                    .map_err(failed)?,
+                None,
+            )),
+            Kind::Ethereum => {
+                let (found, gap) = evm::rescan(chain, &self.store, owner, target, from)
+                    .await
+                    .map_err(failed)?;
+                let decimals = chain.settings.native.decimals;
+                Ok((found, gap.map(|g| crate::amount::format(g, decimals))))
+            }
+        }
+    }
+
+    /// `callback_url`: an http(s) URL, taken only when webhooks are on.
+    fn callback_url(&self, p: &Params) -> Result<Option<String>, RpcError> {
+        let url = p.text("callback_url", 2048)?;
+        if let Some(u) = &url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(RpcError::field(
+                    "callback_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if self.settings.webhook.is_none() {
+                return Err(RpcError::field(
+                    "callback_url",
+                    "webhooks are off: the daemon has no webhook.secret_file to sign them with",
+                ));
+            }
+        }
+        Ok(url)
+    }
+
     fn chain(&self, name: &str) -> Result<&Arc<Chain>, RpcError> {
         self.chains
             .iter()
@@ -198,6 +280,7 @@ impl Api {
     ) -> Result<Value, RpcError> {
         match method {
             "invoice.rescan" => self.rescan(params).await,
+            "deposit_address.rescan" => self.deposit_rescan(params).await,
             "daemon.backup" => self.backup(params).await,
             _ => {
                 // Every other method is a database call: on a blocking thread, so that
@@ -221,6 +304,11 @@ impl Api {
             "invoice.mark_completed" => self.decide(params, Action::MarkCompleted),
             "invoice.mark_refunded" => self.decide(params, Action::MarkRefunded),
             "invoice.extend" => self.extend(params),
+            "deposit_address.create" => self.deposit_create(params),
+            "deposit_address.get" => self.deposit_get(params),
+            "deposit_address.list" => self.deposit_list(params),
+            "deposit_address.deposits" => self.deposit_deposits(params),
+            "deposit_address.close" => self.deposit_close(params),
             "chain.status" => self.chain_status(params),
             "events.list" => self.events_list(params),
             "daemon.status" => self.daemon_status(params),

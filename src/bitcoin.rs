@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::amount::U256;
 use crate::bitcoind::{Bitcoind, NodeError};
 use crate::chain::Chain;
-use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
+use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Owner, Store, Target};
 use crate::watcher::{self, Ctx, NodeView, WatchError};
 use crate::zmq::{Inbox, Notice};
 
@@ -412,7 +412,7 @@ fn block_found(
     height: u64,
     block: &Block,
     coin: &str,
-    owner: impl Fn(&[u8]) -> Option<String>,
+    owner: impl Fn(&[u8]) -> Option<Owner>,
 ) -> BlockFound {
     BlockFound {
         height,
@@ -426,22 +426,21 @@ fn block_found(
     }
 }
 
-/// Outputs of `tx` whose script `owner` knows, as payments to its invoice.
 /// Outputs of `tx` whose script `owner` knows, each paying `coin`.
 fn matching_outputs(
     tx: &Transaction,
     coin: &str,
-    owner: &impl Fn(&[u8]) -> Option<String>,
+    owner: &impl Fn(&[u8]) -> Option<Owner>,
 ) -> Vec<Found> {
     let mut txid = None;
     tx.output
         .iter()
         .enumerate()
         .filter_map(|(i, out)| {
-            let invoice_id = owner(out.script_pubkey.as_bytes())?;
+            let owner = owner(out.script_pubkey.as_bytes())?;
             let txid = *txid.get_or_insert_with(|| tx.compute_txid());
             Some(Found {
-                invoice_id,
+                owner,
                 asset: coin.to_string(),
                 txid: txid.to_string(),
                 index: i as u32,
@@ -452,12 +451,14 @@ fn matching_outputs(
         .collect()
 }
 
-/// `invoice.rescan`: searches blocks from `from_height` (default: the height at the
-/// invoice's creation) to the cursor for payments to the invoice that were missed.
+/// `invoice.rescan` and `deposit_address.rescan`: searches blocks from `from_height`
+/// (default: the height at the address's creation) to the cursor for transfers to
+/// `target`, the address of `owner`, that were missed.
 pub(crate) async fn rescan(
     chain: &Chain,
     store: &Arc<Store>,
-    invoice_id: &str,
+    owner: &Owner,
+    target: &Target,
     from_height: Option<u64>,
 ) -> anyhow::Result<usize> {
     let node = chain
@@ -469,7 +470,7 @@ pub(crate) async fn rescan(
         from,
         cursor,
         ours,
-    }) = watcher::rescan_start(chain, store, invoice_id, from_height).await?
+    }) = watcher::rescan_start(chain, store, target, from_height).await?
     else {
         return Ok(0);
     };
@@ -485,7 +486,7 @@ pub(crate) async fn rescan(
         let block = node.block(&hash).await?;
         let coin = &chain.settings.native.symbol;
         let found = block_found(height, &block, coin, |s| {
-            (s == script.as_slice()).then(|| invoice_id.to_string())
+            (s == script.as_slice()).then(|| owner.clone())
         });
         if !found.payments.is_empty() {
             blocks.push(found);

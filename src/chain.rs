@@ -13,28 +13,28 @@ use crate::chains::Kind;
 use crate::config::ChainSettings;
 use crate::ethnode::EthNode;
 use crate::rpc::NodeCalls;
-use crate::store::WatchChange;
+use crate::store::{Owner, WatchChange};
 
-/// Deposit scripts to match, each with its invoice: one hash lookup per output, so a
-/// block costs the same however many invoices are open.
+/// Scripts to match, each with what it belongs to (an invoice or a deposit address):
+/// one hash lookup per output, so a block costs the same however many are open.
 #[derive(Debug, Default)]
 pub(crate) struct Watchlist {
-    scripts: RwLock<HashMap<Vec<u8>, String>>,
+    scripts: RwLock<HashMap<Vec<u8>, Owner>>,
 }
 
 impl Watchlist {
-    /// The invoice a script pays, if watched.
-    pub(crate) fn get(&self, script: &[u8]) -> Option<String> {
+    /// What a script belongs to, if watched.
+    pub(crate) fn get(&self, script: &[u8]) -> Option<Owner> {
         self.read().get(script).cloned()
     }
 
     /// Starts watching a script.
-    pub(crate) fn insert(&self, script: Vec<u8>, invoice_id: String) {
-        self.write().insert(script, invoice_id);
+    pub(crate) fn insert(&self, script: Vec<u8>, owner: Owner) {
+        self.write().insert(script, owner);
     }
 
     /// Adds the database's watch set, read at start; what was inserted meanwhile stays.
-    pub(crate) fn load(&self, set: Vec<(Vec<u8>, String)>) {
+    pub(crate) fn load(&self, set: Vec<(Vec<u8>, Owner)>) {
         self.write().extend(set);
     }
 
@@ -46,7 +46,7 @@ impl Watchlist {
         let mut map = self.write();
         for c in changes {
             if c.watch {
-                map.insert(c.script.clone(), c.invoice_id.clone());
+                map.insert(c.script.clone(), c.owner.clone());
             } else {
                 map.remove(&c.script);
             }
@@ -58,11 +58,11 @@ impl Watchlist {
         self.read().len()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, String>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Owner>> {
         self.scripts.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, String>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, Owner>> {
         self.scripts.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -21,7 +21,7 @@ use crate::bitcoind::NodeError;
 use crate::chain::Chain;
 use crate::chains::Finality;
 use crate::ethnode::{CallFrame, EthNode, EvmBlock, TokenTransfer, maybe_too_wide};
-use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Store};
+use crate::store::{BlockFound, ChainUpdate, Cursor, Found, Owner, Store, Target};
 use crate::watcher::{self, Ctx, NodeView, WatchError};
 
 /// Blocks read per step while catching up: one `eth_getLogs` and one commit each.
@@ -246,7 +246,7 @@ async fn read(
     chain: &Chain,
     from: u64,
     to: u64,
-    owner: &(dyn Fn(&[u8]) -> Option<String> + Sync),
+    owner: &(dyn Fn(&[u8]) -> Option<Owner> + Sync),
 ) -> Result<Vec<(BlockFound, B256)>, NodeError> {
     let node = chain
         .ethnode
@@ -267,7 +267,7 @@ async fn read(
 
     // Native coin: payments keyed (tx, position in the call tree); a direct one is 0.
     // Ordered by the transaction's place in its block: the order they are detected in.
-    let mut native: BTreeMap<(u64, usize, u32), (B256, String, U256)> = BTreeMap::new();
+    let mut native: BTreeMap<(u64, usize, u32), (B256, Owner, U256)> = BTreeMap::new();
     let traces: Vec<_> = match settings.trace_internal_transfers {
         true => {
             let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
@@ -314,10 +314,10 @@ async fn read(
         .collect();
 
     let mut found: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
-    for ((height, _, index), (tx, invoice_id, amount)) in native {
+    for ((height, _, index), (tx, owner, amount)) in native {
         if !failed.contains(&tx) {
             found.entry(height).or_default().push(Found {
-                invoice_id,
+                owner,
                 asset: settings.native.symbol.clone(),
                 txid: tx.to_string(),
                 index,
@@ -342,7 +342,7 @@ async fn read(
             if t.removed {
                 continue;
             }
-            let Some(invoice_id) = owner(t.to.as_slice()) else {
+            let Some(to) = owner(t.to.as_slice()) else {
                 continue;
             };
             let Some(token) = settings.tokens.iter().find(|k| k.contract == t.contract) else {
@@ -352,7 +352,7 @@ async fn read(
                 continue;
             };
             found.entry(t.block_number).or_default().push(Found {
-                invoice_id,
+                owner: to,
                 asset: token.asset.symbol.clone(),
                 txid: t.tx.to_string(),
                 index,
@@ -418,13 +418,13 @@ where
 }
 
 /// ETH moved inside a transaction to keys `owner` knows: (position in the call tree,
-/// counted depth-first from the top-level call as 0; invoice; amount). A frame that
+/// counted depth-first from the top-level call as 0; whose key; amount). A frame that
 /// reverted moves nothing, nor does anything under it; delegate and static calls
 /// carry no value of their own.
 fn internal_payments(
     top: &CallFrame,
-    owner: &(dyn Fn(&[u8]) -> Option<String> + Sync),
-) -> Vec<(u32, String, U256)> {
+    owner: &(dyn Fn(&[u8]) -> Option<Owner> + Sync),
+) -> Vec<(u32, Owner, U256)> {
     let mut out = Vec::new();
     let mut position = 0u32;
     let mut stack: Vec<(&CallFrame, bool)> = vec![(top, false)];
@@ -452,15 +452,16 @@ fn internal_payments(
     out
 }
 
-/// `invoice.rescan` on an Ethereum-like chain: reads blocks `from..=` the cursor with
-/// the follower's matching (traces included) for the one invoice, and commits what
-/// was missed. On a chain without traces, a native-coin invoice's address balance at
-/// the cursor is compared with its recorded payments: what they do not explain is
-/// returned (an alarm for the operator, never a payment).
+/// A rescan on an Ethereum-like chain: reads blocks `from..=` the cursor with the
+/// follower's matching (traces included) for the one address, `target` of `owner`,
+/// and commits what was missed. On a chain without traces, the address's balance at
+/// the cursor is compared with its recorded transfers of the coin: what they do not
+/// explain is returned (an alarm for the operator, never a payment).
 pub(crate) async fn rescan(
     chain: &Chain,
     store: &Arc<Store>,
-    invoice_id: &str,
+    owner: &Owner,
+    target: &Target,
     from_height: Option<u64>,
 ) -> anyhow::Result<(usize, Option<U256>)> {
     let node = chain
@@ -473,15 +474,15 @@ pub(crate) async fn rescan(
         from: mut start,
         cursor,
         ours,
-    }) = watcher::rescan_start(chain, store, invoice_id, from_height).await?
+    }) = watcher::rescan_start(chain, store, target, from_height).await?
     else {
         return Ok((0, None));
     };
-    let owner = |k: &[u8]| (k == key.as_slice()).then(|| invoice_id.to_string());
+    let of = |k: &[u8]| (k == key.as_slice()).then(|| owner.clone());
     let mut blocks = Vec::new();
     while start <= cursor.height {
         let end = cursor.height.min(start + BLOCKS_PER_STEP - 1);
-        for (b, _) in read(chain, start, end, &owner).await? {
+        for (b, _) in read(chain, start, end, &of).await? {
             // Only blocks on the chain the store knows; the follower handles the rest.
             let held = ours.get(&b.height);
             if !b.payments.is_empty() && held.is_none_or(|h| *h == b.hash) {
@@ -496,13 +497,13 @@ pub(crate) async fn rescan(
     let unexplained = if !chain.settings.trace_internal_transfers {
         let address = Address::from_slice(&key);
         let balance = node.balance(address, cursor.height).await?;
-        let (id, coin) = (invoice_id.to_string(), chain.settings.native.symbol.clone());
+        let (who, coin) = (owner.clone(), chain.settings.native.symbol.clone());
         let recorded = store
-            .blocking(move |s| s.confirmed_total(&id, &coin, cursor.height))
+            .blocking(move |s| s.confirmed_total(&who, &coin, cursor.height))
             .await?;
         let gap = balance.saturating_sub(recorded);
         if !gap.is_zero() {
-            tracing::warn!(chain = %name, invoice = invoice_id, "the address holds more than its recorded payments explain: {gap} base units (ETH sent by a contract, not traced?)");
+            tracing::warn!(chain = %name, owner = owner.id(), "the address holds more than its recorded payments explain: {gap} base units (ETH sent by a contract, not traced?)");
         }
         Some(gap)
     } else {
@@ -525,8 +526,8 @@ mod tests {
         }
     }
 
-    fn watched(k: &[u8]) -> Option<String> {
-        (k == Address::repeat_byte(0xaa).as_slice()).then(|| "inv".to_string())
+    fn watched(k: &[u8]) -> Option<Owner> {
+        (k == Address::repeat_byte(0xaa).as_slice()).then(|| Owner::Invoice("inv".into()))
     }
 
     #[test]

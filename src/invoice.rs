@@ -1,6 +1,5 @@
 //! Invoices and payments: the records the store keeps and the JSON the API shows.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::amount::{self, U256};
@@ -9,7 +8,7 @@ use crate::lifecycle::{ChainFacts, OptionOutcome, Outcome};
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub(crate) enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
@@ -35,6 +34,7 @@ macro_rules! string_enum {
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum!(
     /// An invoice's status, as `lifecycle.md` defines them.

@@ -16,6 +16,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod coverage;
 pub mod daemon;
+pub(crate) mod deposit;
 pub(crate) mod ethnode;
 pub(crate) mod events;
 pub(crate) mod evm;

@@ -26,7 +26,9 @@ use crate::invoice::{
 };
 use crate::lifecycle::{self, ChainFacts, Facts};
 
+mod deposits;
 mod invoices;
+pub(crate) use deposits::{DepositFilter, NewDepositAddress};
 pub(crate) use invoices::MAX_OPTIONS;
 mod outbox;
 mod readers;
@@ -36,7 +38,7 @@ mod writer;
 
 pub(crate) use outbox::enqueue;
 pub(crate) use outbox::{Attempt, Due, Outbox};
-pub(crate) use settle::{Applied, BlockFound, ChainUpdate, Found, WatchChange};
+pub(crate) use settle::{Applied, BlockFound, ChainUpdate, Found, Owner, WatchChange};
 
 /// What a store call may refuse, besides failing.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +72,13 @@ pub(crate) struct Cursor {
     pub(crate) finalized: Option<u64>,
 }
 
-const PENDING_TXIDS: &str =
-    "SELECT DISTINCT txid FROM payments WHERE chain = ?1 AND state = 'PENDING'";
+const PENDING_TXIDS: &str = "SELECT txid FROM payments WHERE chain = ?1 AND state = 'PENDING'
+     UNION SELECT txid FROM deposits WHERE chain = ?1 AND state = 'PENDING'";
 
 const WATCHED: &str =
-    "SELECT script, invoice_id FROM invoice_addresses WHERE chain = ?1 AND watched = 1";
+    "SELECT script, invoice_id, 0 FROM invoice_addresses WHERE chain = ?1 AND watched = 1
+     UNION ALL
+     SELECT script, id, 1 FROM deposit_addresses WHERE chain = ?1 AND watched = 1";
 
 /// The database: one writer thread, a pool of read connections, and what both share.
 pub(crate) struct Store {
@@ -277,7 +281,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Transaction ids of the chain's `PENDING` payments.
+    /// Transaction ids of the chain's `PENDING` payments and deposits.
     pub(crate) fn pending_txids(&self, chain: &str) -> StoreResult<BTreeSet<String>> {
         let conn = self.read()?;
         let mut st = conn.prepare_cached(PENDING_TXIDS)?;
@@ -287,10 +291,17 @@ impl Store {
 
     /// The chain's watch set as the database holds it (`lifecycle.md`, "How long an
     /// address is watched"), read once at start; commits change it from then on.
-    pub(crate) fn watched(&self, chain: &str) -> StoreResult<Vec<(Vec<u8>, String)>> {
+    pub(crate) fn watched(&self, chain: &str) -> StoreResult<Vec<(Vec<u8>, Owner)>> {
         let conn = self.read()?;
         let mut st = conn.prepare(WATCHED)?;
-        let rows = st.query_map(params![chain], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map(params![chain], |r| {
+            let id = r.get(1)?;
+            let owner = match r.get::<_, bool>(2)? {
+                false => Owner::Invoice(id),
+                true => Owner::Deposit(id),
+            };
+            Ok((r.get(0)?, owner))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -328,14 +339,14 @@ impl Store {
         Ok(std::fs::metadata(to)?.len())
     }
 
-    /// `events.list`.
+    /// `events.list`, optionally of one invoice or deposit address.
     pub(crate) fn events_after(
         &self,
         after_seq: i64,
         limit: u32,
-        invoice_id: Option<&str>,
+        of: Option<&Owner>,
     ) -> StoreResult<Vec<Value>> {
-        Ok(events::list(&*self.read()?, after_seq, limit, invoice_id)?)
+        Ok(events::list(&*self.read()?, after_seq, limit, of)?)
     }
 
     /// What the metrics show of the database, as the triggers keep it.

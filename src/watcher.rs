@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitcoind::NodeError;
 use crate::chain::Chain;
-use crate::store::{Applied, BlockFound, ChainUpdate, Cursor, Store, StoreError, now};
+use crate::store::{Applied, BlockFound, ChainUpdate, Cursor, Store, StoreError, Target, now};
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +129,10 @@ impl Ctx {
     }
 }
 
-/// Where an `invoice.rescan` starts, read in one go: the invoice's script (or match
-/// key), the first height to search (`from_height`, else the height at its creation),
-/// the cursor, and the hashes the store holds up to it.
+/// Where a rescan (`invoice.rescan`, `deposit_address.rescan`) starts, read in one go:
+/// the address's script (or match key), the first height to search (`from_height`,
+/// else the height at its creation), the cursor, and the hashes the store holds up to
+/// it.
 pub(crate) struct RescanStart {
     pub(crate) key: Vec<u8>,
     pub(crate) from: u64,
@@ -139,22 +140,17 @@ pub(crate) struct RescanStart {
     pub(crate) ours: std::collections::BTreeMap<u64, String>,
 }
 
-/// [`RescanStart`] of `invoice_id`; `None` before the chain's first poll.
+/// [`RescanStart`] of an address on `chain`; `None` before the chain's first poll.
 pub(crate) async fn rescan_start(
     chain: &Chain,
     store: &Arc<Store>,
-    invoice_id: &str,
+    target: &Target,
     from_height: Option<u64>,
 ) -> Result<Option<RescanStart>, StoreError> {
-    let (id, name) = (invoice_id.to_string(), chain.settings.name.clone());
+    let name = chain.settings.name.clone();
+    let (key, created_height) = (target.script.clone(), target.created_height);
     store
         .blocking(move |s| {
-            let target = s
-                .invoice_targets(&id)?
-                .into_iter()
-                .find(|t| t.chain == name)
-                .ok_or(StoreError::NotFound)?;
-            let (key, created_height) = (target.script, target.created_height);
             let Some(cursor) = s.cursor(&name)? else {
                 return Ok(None);
             };

@@ -3,18 +3,31 @@
 use serde_json::{Value, json};
 
 use super::{Api, Params, RpcError, limit};
+use crate::store::Owner;
 
 impl Api {
     /// `events.list`.
     pub(super) fn events_list(&self, params: Option<Value>) -> Result<Value, RpcError> {
-        let p = Params::new(params, &["after_seq", "limit", "invoice_id"])?;
+        let p = Params::new(
+            params,
+            &["after_seq", "limit", "invoice_id", "deposit_address_id"],
+        )?;
         let after = p.uint("after_seq")?.unwrap_or(0);
         let after =
             i64::try_from(after).map_err(|_| RpcError::field("after_seq", "is too large"))?;
         let limit = limit(&p)?;
-        let events = self
-            .store
-            .events_after(after, limit, p.str("invoice_id")?.as_deref())?;
+        let of = match (p.str("invoice_id")?, p.str("deposit_address_id")?) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::field(
+                    "deposit_address_id",
+                    "give invoice_id or deposit_address_id, not both",
+                ));
+            }
+            (Some(i), None) => Some(Owner::Invoice(i)),
+            (None, Some(d)) => Some(Owner::Deposit(d)),
+            (None, None) => None,
+        };
+        let events = self.store.events_after(after, limit, of.as_ref())?;
         let last = events
             .last()
             .and_then(|e| e["seq"].as_i64())

@@ -4,13 +4,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Api, CHAIN_UNAVAILABLE, INTERNAL, Params, RpcError, limit};
+use super::{Api, CHAIN_UNAVAILABLE, Params, RpcError, limit};
 use crate::amount::{self, U256};
 use crate::chain::Chain;
-use crate::chains::Kind;
 use crate::invoice::{Mode, Price, Status};
-use crate::store::{Action, ListFilter, MAX_OPTIONS, NewInvoice, NewOption};
-use crate::{bitcoin, evm};
+use crate::store::{Action, ListFilter, MAX_OPTIONS, NewInvoice, NewOption, Owner};
 
 impl Api {
     /// `invoice.get`.
@@ -121,29 +119,8 @@ impl Api {
                 None => Some(self.settings.default_expires_in),
             }
         };
-        let callback_url = p.text("callback_url", 2048)?;
-        if let Some(u) = &callback_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(RpcError::field(
-                    "callback_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
-            if self.settings.webhook.is_none() {
-                return Err(RpcError::field(
-                    "callback_url",
-                    "webhooks are off: the daemon has no webhook.secret_file to sign them with",
-                ));
-            }
-        }
-        let metadata = match p.get("metadata") {
-            None => json!({}),
-            Some(m @ Value::Object(_)) if m.to_string().len() <= 16 * 1024 => m.clone(),
-            Some(Value::Object(_)) => {
-                return Err(RpcError::field("metadata", "is larger than 16 KiB"));
-            }
-            Some(_) => return Err(RpcError::field("metadata", "must be an object")),
-        };
+        let callback_url = self.callback_url(&p)?;
+        let metadata = p.metadata()?;
         // One address per chain: the chains of the options, each once, in order.
         let mut keys: Vec<(String, String)> = Vec::new();
         for (o, chain) in &options {
@@ -218,7 +195,7 @@ impl Api {
     }
 
     /// The address at `index` of `chain`'s key, and what its watcher matches.
-    fn derive(&self, chain: &str, index: u32) -> Result<(String, Vec<u8>), String> {
+    pub(super) fn derive(&self, chain: &str, index: u32) -> Result<(String, Vec<u8>), String> {
         let source = self
             .chain(chain)
             .ok()
@@ -234,7 +211,7 @@ impl Api {
     fn watch(&self, added: Vec<(String, Vec<u8>, String)>) {
         for (name, script, id) in added {
             if let Ok(chain) = self.chain(&name) {
-                chain.watchlist.insert(script, id);
+                chain.watchlist.insert(script, Owner::Invoice(id));
             }
         }
     }
@@ -425,19 +402,7 @@ impl Api {
                     .ok_or_else(|| RpcError::field("status", format!("{s:?} is not a status")))?,
             ),
         };
-        let cursor = match p.get("cursor") {
-            None => None,
-            Some(Value::String(s)) => Some(
-                s.parse::<i64>()
-                    .map_err(|_| RpcError::field("cursor", "is not a cursor this daemon gave"))?,
-            ),
-            Some(_) => {
-                return Err(RpcError::field(
-                    "cursor",
-                    "must be the next_cursor string of the previous page",
-                ));
-            }
-        };
+        let cursor = p.cursor()?;
         let f = ListFilter {
             status,
             chain: p.str("chain")?,
@@ -463,34 +428,15 @@ impl Api {
         let id = p.req_str("id")?;
         let from = p.uint("from_height")?;
         let targets = self.store.invoice_targets(&id)?;
-        let failed = |e: anyhow::Error| RpcError::new(INTERNAL, format!("rescan failed: {e}"));
         // Every chain the invoice has an address on; `from_height` applies to each.
         let mut out = json!({ "payments_found": 0 });
         let mut found_total = 0;
+        let owner = Owner::Invoice(id);
         for t in &targets {
-            let chain = self.chain(&t.chain)?;
-            if !chain.has_node() {
-                return Err(RpcError::new(
-                    CHAIN_UNAVAILABLE,
-                    format!("chain {:?} is not enabled", t.chain),
-                ));
-            }
-            match chain.settings.kind {
-                Kind::Bitcoin => {
-                    found_total += bitcoin::rescan(chain, &self.store, &id, from)
-                        .await
-                        .map_err(failed)?;
-                }
-                Kind::Ethereum => {
-                    let (found, unexplained) = evm::rescan(chain, &self.store, &id, from)
-                        .await
-                        .map_err(failed)?;
-                    found_total += found;
-                    if let Some(gap) = unexplained {
-                        out["unexplained_balance"] =
-                            json!(amount::format(gap, chain.settings.native.decimals));
-                    }
-                }
+            let (found, unexplained) = self.rescan_address(&owner, t, from).await?;
+            found_total += found;
+            if let Some(gap) = unexplained {
+                out["unexplained_balance"] = json!(gap);
             }
         }
         out["payments_found"] = json!(found_total);
@@ -507,8 +453,8 @@ struct OptionParams<'a> {
     tolerance: Option<&'a Value>,
 }
 
-/// The key a chain's invoice addresses are derived from, or 1003 without one.
-fn key_of(chain: &Chain) -> Result<&crate::keys::AddressSource, RpcError> {
+/// The key a chain's addresses are derived from, or 1003 without one.
+pub(super) fn key_of(chain: &Chain) -> Result<&crate::keys::AddressSource, RpcError> {
     chain.settings.addresses.as_ref().ok_or_else(|| {
         RpcError::new(
             CHAIN_UNAVAILABLE,

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use super::{
-    Action, Created, ListFilter, NewInvoice, NewOption, Shared, Store, StoreError, StoreResult,
-    Target, cursor_of, load_invoice, load_payments, now,
+    Action, Created, ListFilter, NewInvoice, NewOption, Owner, Shared, Store, StoreError,
+    StoreResult, Target, cursor_of, load_invoice, load_payments, now,
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
@@ -192,7 +192,7 @@ impl Store {
     /// The next address on each of `keys`' chains (chain, key id), derived on the
     /// caller's thread so that the writer does none of the key arithmetic. No index is
     /// handed out twice; one whose create is then refused is left unused, never reused.
-    fn derive_addresses(
+    pub(super) fn derive_addresses(
         &self,
         keys: &[(String, String)],
         derive: &impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
@@ -266,8 +266,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The sum of the invoice's payments in `asset` confirmed at or below `height`.
-    pub(crate) fn confirmed_total(&self, id: &str, asset: &str, height: u64) -> StoreResult<U256> {
+    /// The sum of the transfers to `owner` in `asset` confirmed at or below `height`.
+    pub(crate) fn confirmed_total(
+        &self,
+        owner: &Owner,
+        asset: &str,
+        height: u64,
+    ) -> StoreResult<U256> {
+        let id = match owner {
+            Owner::Invoice(id) => id,
+            Owner::Deposit(id) => {
+                let conn = self.read()?;
+                return Ok(super::deposits::confirmed_deposits(
+                    &conn, id, asset, height,
+                )?);
+            }
+        };
         let pays = load_payments(&*self.read()?, id)?;
         Ok(crate::amount::sum(
             pays.iter()
@@ -409,13 +423,13 @@ fn earlier_invoice(
     }
 }
 
-/// An address derived for an invoice, not yet stored.
-struct NewAddress {
-    chain: String,
-    key_id: String,
-    index: u32,
-    address: String,
-    script: Vec<u8>,
+/// An address derived for an invoice or a deposit address, not yet stored.
+pub(super) struct NewAddress {
+    pub(super) chain: String,
+    pub(super) key_id: String,
+    pub(super) index: u32,
+    pub(super) address: String,
+    pub(super) script: Vec<u8>,
 }
 
 /// The most options an invoice may have.
@@ -445,6 +459,17 @@ fn insert_option(tx: &Connection, id: &str, o: &NewOption, now: i64) -> StoreRes
     Ok(())
 }
 
+/// Moves the key's next index past `a`'s, for good: invoices and deposit addresses
+/// draw from the one counter, so no index is handed out twice.
+pub(super) fn take_index(tx: &Connection, a: &NewAddress) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
+         ON CONFLICT(chain, key_id) DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
+    )?
+    .execute(params![a.chain, a.key_id, a.index + 1])?;
+    Ok(())
+}
+
 /// Stores an invoice's address on a chain, and moves the key's next index past it.
 fn insert_address(
     tx: &Connection,
@@ -452,11 +477,7 @@ fn insert_address(
     a: &NewAddress,
     wake_at: Option<i64>,
 ) -> StoreResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO derivation (chain, key_id, next_index) VALUES (?1, ?2, ?3)
-         ON CONFLICT(chain, key_id) DO UPDATE SET next_index = MAX(next_index, excluded.next_index)",
-    )?
-    .execute(params![a.chain, a.key_id, a.index + 1])?;
+    take_index(tx, a)?;
     let created_height = cursor_of(tx, &a.chain)?.map(|c| c.height);
     tx.prepare_cached(
         "INSERT INTO invoice_addresses (invoice_id, chain, address, script, derivation_index,

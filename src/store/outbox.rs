@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
-use super::{Store, StoreError, StoreResult, now};
+use super::{Owner, Store, StoreError, StoreResult, now};
 
 /// Where events go when webhooks are configured.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +21,8 @@ pub(crate) struct Outbox {
 pub(crate) struct Due {
     pub(crate) id: i64,
     pub(crate) url: String,
-    pub(crate) invoice_id: String,
+    /// The invoice or deposit address the event is of: its lane.
+    pub(crate) owner_id: String,
     pub(crate) event_id: String,
     /// The event object, serialized once: the same bytes on every attempt.
     pub(crate) body: String,
@@ -30,9 +31,10 @@ pub(crate) struct Due {
 }
 
 impl Due {
-    /// Deliveries of one URL and invoice go one at a time, in `seq` order.
+    /// Deliveries of one URL and invoice (or deposit address) go one at a time, in
+    /// `seq` order.
     pub(crate) fn lane(&self) -> (String, String) {
-        (self.url.clone(), self.invoice_id.clone())
+        (self.url.clone(), self.owner_id.clone())
     }
 }
 
@@ -62,23 +64,32 @@ impl Attempt {
     }
 }
 
-/// Queues `event_seq` for its invoice's `callback_url`, or else the default URL.
+/// Queues `event_seq` for its invoice's (or deposit address's) `callback_url`, or else
+/// the default URL.
 pub(crate) fn enqueue(
     conn: &Connection,
     outbox: Option<&Outbox>,
     event_seq: i64,
-    invoice_id: &str,
+    owner: &Owner,
     at: i64,
 ) -> rusqlite::Result<()> {
     let Some(outbox) = outbox else {
         return Ok(());
     };
-    conn.prepare_cached(
-        "INSERT INTO deliveries (event_seq, invoice_id, url, status, attempts, next_attempt_at, created_at)
-         SELECT ?1, id, COALESCE(callback_url, ?2), 'pending', 0, ?3, ?3 FROM invoices
-         WHERE id = ?4 AND COALESCE(callback_url, ?2) IS NOT NULL",
-    )?
-    .execute(params![event_seq, outbox.default_url, at, invoice_id])?;
+    let sql = match owner {
+        Owner::Invoice(_) => {
+            "INSERT INTO deliveries (event_seq, owner_id, url, status, attempts, next_attempt_at, created_at)
+             SELECT ?1, id, COALESCE(callback_url, ?2), 'pending', 0, ?3, ?3 FROM invoices
+             WHERE id = ?4 AND COALESCE(callback_url, ?2) IS NOT NULL"
+        }
+        Owner::Deposit(_) => {
+            "INSERT INTO deliveries (event_seq, owner_id, url, status, attempts, next_attempt_at, created_at)
+             SELECT ?1, id, COALESCE(callback_url, ?2), 'pending', 0, ?3, ?3 FROM deposit_addresses
+             WHERE id = ?4 AND COALESCE(callback_url, ?2) IS NOT NULL"
+        }
+    };
+    conn.prepare_cached(sql)?
+        .execute(params![event_seq, outbox.default_url, at, owner.id()])?;
     Ok(())
 }
 
@@ -93,12 +104,12 @@ impl Store {
     ) -> StoreResult<Vec<Due>> {
         let conn = self.read()?;
         let mut st = conn.prepare_cached(
-            "SELECT d.id, d.url, d.attempts, d.first_attempt_at,
-                    e.seq, e.id, e.type, e.invoice_id, e.created_at, e.data
+            "SELECT d.id, d.url, d.attempts, d.first_attempt_at, d.owner_id,
+                    e.seq, e.id, e.type, e.invoice_id, e.deposit_address_id, e.created_at, e.data
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND NOT EXISTS (
                  SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.url = d.url
-                 AND p.invoice_id = d.invoice_id AND p.event_seq < d.event_seq)
+                 AND p.owner_id = d.owner_id AND p.event_seq < d.event_seq)
              ORDER BY d.event_seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, (limit + busy.len()) as i64], |r| {
@@ -107,9 +118,9 @@ impl Store {
                 url: r.get(1)?,
                 attempts: r.get(2)?,
                 first_attempt_at: r.get(3)?,
-                event_id: r.get(5)?,
-                invoice_id: r.get(7)?,
-                body: crate::events::event_json(r, 4)?.to_string(),
+                owner_id: r.get(4)?,
+                event_id: r.get(6)?,
+                body: crate::events::event_json(r, 5)?.to_string(),
             })
         })?;
         let mut out = Vec::new();

@@ -264,6 +264,82 @@ CREATE TRIGGER invoice_addresses_counted AFTER INSERT ON invoice_addresses BEGIN
         ON CONFLICT (chain, status) DO UPDATE SET n = n + 1;
 END;
 "#,
+    // Deposit addresses: one reusable address per customer (at most one open per chain
+    // and client), watched until closed and its late window ends, and every transfer to
+    // one a deposit, credited once it has its own required confirmations (`credited`)
+    // and settled for good once final (`settled`). Events belong to an invoice or to a
+    // deposit address, so `events.invoice_id` may be null (the table is rebuilt, every
+    // `seq` kept and the sequence going on from where it was); a delivery's lane is its
+    // invoice or its deposit address.
+    r#"
+CREATE TABLE deposit_addresses (
+    id TEXT PRIMARY KEY,
+    chain TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    script BLOB NOT NULL,
+    derivation_index INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    label TEXT,
+    metadata TEXT NOT NULL,
+    callback_url TEXT,
+    idempotency_key TEXT UNIQUE,
+    request TEXT,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    closed_at INTEGER,
+    created_height INTEGER,
+    watched INTEGER NOT NULL DEFAULT 1,
+    wake_at INTEGER
+) STRICT;
+CREATE UNIQUE INDEX deposit_addresses_open ON deposit_addresses(chain, client_id)
+    WHERE status = 'OPEN';
+CREATE INDEX deposit_addresses_client ON deposit_addresses(client_id);
+CREATE INDEX deposit_addresses_watched ON deposit_addresses(chain) WHERE watched = 1;
+CREATE INDEX deposit_addresses_wake ON deposit_addresses(chain, wake_at)
+    WHERE wake_at IS NOT NULL;
+CREATE TABLE deposits (
+    chain TEXT NOT NULL,
+    txid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    deposit_address_id TEXT NOT NULL REFERENCES deposit_addresses(id),
+    asset TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL,
+    block_height INTEGER,
+    block_hash TEXT,
+    seen_at INTEGER NOT NULL,
+    rbf INTEGER NOT NULL,
+    required INTEGER NOT NULL,
+    credited INTEGER NOT NULL DEFAULT 0,
+    settled INTEGER NOT NULL DEFAULT 0,
+    detected INTEGER NOT NULL,
+    PRIMARY KEY (chain, txid, idx)
+) STRICT;
+CREATE INDEX deposits_of ON deposits(deposit_address_id, detected);
+CREATE INDEX deposits_detected ON deposits(detected);
+CREATE INDEX deposits_pending ON deposits(chain, txid) WHERE state = 'PENDING';
+CREATE INDEX deposits_height ON deposits(chain, block_height) WHERE state = 'CONFIRMED';
+CREATE INDEX deposits_unsettled ON deposits(chain) WHERE state = 'CONFIRMED' AND settled = 0;
+CREATE TABLE events_v8 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    invoice_id TEXT,
+    deposit_address_id TEXT,
+    created_at INTEGER NOT NULL,
+    data TEXT NOT NULL
+) STRICT;
+INSERT INTO events_v8 (seq, id, type, invoice_id, created_at, data)
+    SELECT seq, id, type, invoice_id, created_at, data FROM events ORDER BY seq;
+UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'events')
+    WHERE name = 'events_v8' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events');
+DROP TABLE events;
+ALTER TABLE events_v8 RENAME TO events;
+CREATE INDEX events_invoice ON events(invoice_id, seq);
+CREATE INDEX events_deposit_address ON events(deposit_address_id, seq)
+    WHERE deposit_address_id IS NOT NULL;
+ALTER TABLE deliveries RENAME COLUMN invoice_id TO owner_id;
+"#,
 ];
 
 /// Runs the migrations not yet run, each in its own transaction.
@@ -542,6 +618,89 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, 1);
+        let fk: Option<String> = conn
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .unwrap();
+        assert_eq!(fk, None);
+    }
+
+    /// A database of the release before deposit addresses (seven migrations), with
+    /// events and their deliveries: every event keeps its `seq`, id and data, the next
+    /// event takes the next `seq` (not one a deleted event had), and each delivery
+    /// keeps its lane.
+    #[test]
+    fn events_and_deliveries_of_the_last_release_are_kept_as_they_were() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(7) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO events (seq, id, type, invoice_id, created_at, data)
+             VALUES (1, 'evt_a', 'invoice.created', 'inv', 10, '{\"n\":1}'),
+                    (2, 'evt_b', 'payment.detected', 'inv', 11, '{\"n\":2}'),
+                    (3, 'evt_c', 'payment.confirmed', 'inv', 12, '{\"n\":3}');
+             DELETE FROM events WHERE seq = 3;
+             INSERT INTO deliveries (event_seq, invoice_id, url, status, attempts,
+                next_attempt_at, created_at)
+             VALUES (2, 'inv', 'http://x/', 'pending', 1, 20, 11);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let events: Vec<(i64, String, String, Option<String>, Option<String>, String)> = conn
+            .prepare(
+                "SELECT seq, id, type, invoice_id, deposit_address_id, data FROM events
+                 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            events,
+            [
+                (
+                    1,
+                    "evt_a".into(),
+                    "invoice.created".into(),
+                    Some("inv".into()),
+                    None,
+                    "{\"n\":1}".into()
+                ),
+                (
+                    2,
+                    "evt_b".into(),
+                    "payment.detected".into(),
+                    Some("inv".into()),
+                    None,
+                    "{\"n\":2}".into()
+                ),
+            ]
+        );
+        conn.execute(
+            "INSERT INTO events (id, type, deposit_address_id, created_at, data)
+             VALUES ('evt_d', 'deposit_address.created', 'dep', 13, '{}')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 4);
+        let lane: (String, i64) = conn
+            .query_row("SELECT owner_id, event_seq FROM deliveries", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(lane, ("inv".into(), 2));
         let fk: Option<String> = conn
             .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
             .optional()

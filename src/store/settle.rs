@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
+use super::deposits::{Touched, due_deposit_addresses};
 use super::{Shared, Store, StoreError, StoreResult, cursor_of, load_invoice, load_payments, now};
 use crate::amount::U256;
 use crate::events::{self, EventKind};
@@ -15,10 +16,27 @@ use crate::invoice::{
 };
 use crate::lifecycle::{self, ChainFacts, Facts, Outcome};
 
-/// A payment the watcher found (output `index` of `txid` paying the invoice).
+/// What a watched script belongs to: an invoice's address or a deposit address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    Invoice(String),
+    Deposit(String),
+}
+
+impl Owner {
+    /// The invoice's or the deposit address's id.
+    pub(crate) fn id(&self) -> &str {
+        match self {
+            Owner::Invoice(id) | Owner::Deposit(id) => id,
+        }
+    }
+}
+
+/// A transfer the watcher found (output `index` of `txid` paying a watched script):
+/// a payment to an invoice, or a deposit.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
-    pub(crate) invoice_id: String,
+    pub(crate) owner: Owner,
     /// What was paid: the chain's native coin or one of its tokens, whichever the
     /// invoice takes (a payment in another is recorded, never counted).
     pub(crate) asset: String,
@@ -86,7 +104,7 @@ pub(crate) struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WatchChange {
     pub(crate) script: Vec<u8>,
-    pub(crate) invoice_id: String,
+    pub(crate) owner: Owner,
     pub(crate) watch: bool,
 }
 
@@ -101,7 +119,7 @@ const DUE_PER_POLL: u32 = 2_000;
 /// How often an invoice past its watch window is looked at again while a confirmed
 /// payment of it is still short of final (`lifecycle.md`: watched while any payment
 /// is). Few invoices are ever in that state, and only for a few blocks.
-const UNFINAL_RECHECK: i64 = 10;
+pub(super) const UNFINAL_RECHECK: i64 = 10;
 
 impl Store {
     /// Applies one watcher step: blocks, payments, evictions, the new cursor and every
@@ -112,7 +130,10 @@ impl Store {
         // An idle poll writes nothing: it reads, and leaves the writer alone.
         if up.nothing_to_write() {
             let conn = self.read()?;
-            let due = up.synced_at.is_some() && !due(&conn, chain, now(), 1)?.is_empty();
+            let now = now();
+            let due = up.synced_at.is_some()
+                && (!due(&conn, chain, now, 1)?.is_empty()
+                    || !due_deposit_addresses(&conn, chain, now, 1)?.is_empty());
             let finality_same = up.finalized.is_none()
                 || cursor_of(&conn, chain)?.is_some_and(|c| c.finalized == up.finalized);
             if !due && finality_same {
@@ -134,15 +155,19 @@ impl Shared {
         let now = now();
         let mut applied = Applied::default();
         let mut changes: Vec<(String, PaymentChange)> = Vec::new();
+        let mut deposits: Vec<Touched> = Vec::new();
 
         if let Some(fork) = up.disconnect_above {
+            applied.final_reorged = self.disconnect_deposits(tx, chain, fork, &mut deposits)?;
             let mut st = tx.prepare_cached(DISCONNECTED)?;
             let rows: Vec<(String, Option<String>)> = st
                 .query_map(params![chain, fork], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             drop(st);
             for (inv, decision) in rows {
-                if decision.as_deref() == Some(Decision::Final.as_str()) {
+                if decision.as_deref() == Some(Decision::Final.as_str())
+                    && !applied.final_reorged.contains(&inv)
+                {
                     applied.final_reorged.push(inv.clone());
                 }
                 changes.push((inv, PaymentChange::Moved));
@@ -168,7 +193,8 @@ impl Shared {
             )?
             .execute(params![chain, block.height, block.hash])?;
             for f in &block.payments {
-                applied.new_payments += record(tx, chain, f, Some(block), now, &mut changes)?;
+                applied.new_payments +=
+                    self.found(tx, chain, f, Some(block), now, &mut changes, &mut deposits)?;
             }
             set_cursor(tx, chain, block.height, &block.hash, now)?;
         }
@@ -179,11 +205,13 @@ impl Shared {
         }
         for block in &up.rescanned {
             for f in &block.payments {
-                applied.new_payments += record(tx, chain, f, Some(block), now, &mut changes)?;
+                applied.new_payments +=
+                    self.found(tx, chain, f, Some(block), now, &mut changes, &mut deposits)?;
             }
         }
         for f in &up.mempool {
-            applied.new_payments += record(tx, chain, f, None, now, &mut changes)?;
+            applied.new_payments +=
+                self.found(tx, chain, f, None, now, &mut changes, &mut deposits)?;
         }
         let mut drop_tx = tx.prepare_cached(EVICT)?;
         for txid in &up.evicted {
@@ -201,6 +229,9 @@ impl Shared {
             }
         }
         drop(drop_tx);
+        for txid in &up.evicted {
+            self.evict_deposits(tx, chain, txid, &mut deposits)?;
+        }
         let mut finality_moved = false;
         if let Some(f) = up.finalized {
             finality_moved = tx
@@ -220,14 +251,17 @@ impl Shared {
         // Which invoices to judge again: those whose payments changed, those whose
         // payments' confirmations move with the tip, and those the clock may expire.
         let mut ids: BTreeSet<String> = changes.iter().map(|(i, _)| i.clone()).collect();
-        if up.disconnect_above.is_some() || !up.connect.is_empty() || finality_moved {
+        let tip_moved = up.disconnect_above.is_some() || !up.connect.is_empty() || finality_moved;
+        if tip_moved {
             ids.extend(confirming(tx, chain)?);
         }
         // The clock can only move invoices once the watcher has caught up with the node
         // (expiry waits for that), so catching up block by block skips this.
         if up.synced_at.is_some() {
             ids.extend(due(tx, chain, now, DUE_PER_POLL)?);
+            self.unwatch_deposits(tx, chain, now, DUE_PER_POLL, &mut applied.watch)?;
         }
+        self.settle_deposits(tx, chain, &deposits, tip_moved)?;
         for id in ids {
             let own: Vec<&PaymentChange> = changes
                 .iter()
@@ -382,10 +416,33 @@ const NEW_PAYMENT: &str = "INSERT INTO payments (chain, txid, idx, invoice_id, a
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
              (SELECT COALESCE(MAX(detected), 0) + 1 FROM payments))";
 
-/// Records a payment seen in `block` (or the mempool); returns 1 if it is new.
+impl Shared {
+    /// Records a transfer a step found, as a payment of its invoice or a deposit to its
+    /// deposit address; returns 1 if it is new.
+    #[allow(clippy::too_many_arguments)]
+    fn found(
+        &self,
+        tx: &Connection,
+        chain: &str,
+        f: &Found,
+        block: Option<&BlockFound>,
+        now: i64,
+        changes: &mut Vec<(String, PaymentChange)>,
+        deposits: &mut Vec<Touched>,
+    ) -> StoreResult<usize> {
+        match &f.owner {
+            Owner::Invoice(id) => record(tx, chain, id, f, block, now, changes),
+            Owner::Deposit(id) => self.record_deposit(tx, chain, id, f, block, now, deposits),
+        }
+    }
+}
+
+/// Records a payment to `invoice_id` seen in `block` (or the mempool); returns 1 if it
+/// is new.
 fn record(
     tx: &Connection,
     chain: &str,
+    invoice_id: &str,
     f: &Found,
     block: Option<&BlockFound>,
     now: i64,
@@ -407,7 +464,7 @@ fn record(
                 chain,
                 f.txid,
                 f.index,
-                f.invoice_id,
+                invoice_id,
                 f.amount.to_string(),
                 if block.is_some() {
                     "CONFIRMED"
@@ -420,7 +477,7 @@ fn record(
                 f.rbf,
                 f.asset,
             ])?;
-            changes.push((f.invoice_id.clone(), detected()));
+            changes.push((invoice_id.to_string(), detected()));
             return Ok(1);
         }
         (Some(state), Some(b)) => {
@@ -430,15 +487,15 @@ fn record(
             )?
             .execute(params![chain, f.txid, f.index, b.height, b.hash])?;
             if state == "DROPPED" {
-                changes.push((f.invoice_id.clone(), detected()));
+                changes.push((invoice_id.to_string(), detected()));
             } else {
-                changes.push((f.invoice_id.clone(), PaymentChange::Moved));
+                changes.push((invoice_id.to_string(), PaymentChange::Moved));
             }
         }
         (Some("DROPPED"), None) => {
             tx.prepare_cached("UPDATE payments SET state = 'PENDING', rbf = ?4 WHERE chain = ?1 AND txid = ?2 AND idx = ?3")?.execute(params![chain, f.txid, f.index, f.rbf],
             )?;
-            changes.push((f.invoice_id.clone(), detected()));
+            changes.push((invoice_id.to_string(), detected()));
         }
         (Some(_), None) => {}
     }
@@ -555,7 +612,7 @@ fn schedule(
             Some((name, list)) if *name == c.name && wanted != stored_watched => {
                 list.push(WatchChange {
                     script,
-                    invoice_id: inv.id.clone(),
+                    owner: Owner::Invoice(inv.id.clone()),
                     watch: wanted,
                 });
                 wanted
@@ -631,6 +688,31 @@ mod tests {
             ),
             ("record", RECORDED, "sqlite_autoindex_payments_1"),
             ("detected", NEW_PAYMENT, "payments_detected"),
+            (
+                "pending deposits",
+                super::super::PENDING_TXIDS,
+                "deposits_pending",
+            ),
+            (
+                "watched deposit addresses",
+                super::super::WATCHED,
+                "deposit_addresses_watched",
+            ),
+            (
+                "deposit record",
+                super::super::deposits::RECORDED,
+                "sqlite_autoindex_deposits_1",
+            ),
+            (
+                "unsettled deposits",
+                super::super::deposits::UNSETTLED,
+                "deposits_unsettled",
+            ),
+            (
+                "due deposit addresses",
+                super::super::deposits::DUE_DEPOSIT_ADDRESSES,
+                "deposit_addresses_wake",
+            ),
         ];
         for (name, sql, index) in queries {
             let steps = plan(&conn, sql);
