@@ -311,18 +311,18 @@ impl Shared {
         Ok(())
     }
 
-    /// Records a deposit to `address_id` seen in `block` (or the mempool); returns 1 if
-    /// it is new.
+    /// Records a deposit to its deposit address seen in `block` (or the mempool);
+    /// returns 1 if it is new.
     pub(super) fn record_deposit(
         &self,
         tx: &Connection,
         chain: &str,
-        address_id: &str,
         f: &Found,
         block: Option<&BlockFound>,
         now: i64,
         touched: &mut Vec<Touched>,
     ) -> StoreResult<usize> {
+        let address_id = f.owner.id();
         let existing: Option<String> = tx
             .prepare_cached(RECORDED)?
             .query_row(params![chain, f.txid, f.index], |r| r.get(0))

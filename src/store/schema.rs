@@ -648,7 +648,8 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let events: Vec<(i64, String, String, Option<String>, Option<String>, String)> = conn
+        type Row = (i64, String, String, Option<String>, Option<String>, String);
+        let events: Vec<Row> = conn
             .prepare(
                 "SELECT seq, id, type, invoice_id, deposit_address_id, data FROM events
                  ORDER BY seq",

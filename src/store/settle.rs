@@ -432,7 +432,7 @@ impl Shared {
     ) -> StoreResult<usize> {
         match &f.owner {
             Owner::Invoice(id) => record(tx, chain, id, f, block, now, changes),
-            Owner::Deposit(id) => self.record_deposit(tx, chain, id, f, block, now, deposits),
+            Owner::Deposit(_) => self.record_deposit(tx, chain, f, block, now, deposits),
         }
     }
 }
