@@ -1,6 +1,7 @@
 //! The two command lines: `settled` (the daemon) and `settlectl` (the admin client).
 
 mod daemon;
+mod deposit;
 mod events;
 mod invoice;
 mod webhooks;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
+use deposit::DepositCommand;
 use events::EventsCommand;
 use invoice::InvoiceCommand;
 use webhooks::WebhooksCommand;
@@ -82,6 +84,9 @@ enum CtlCommand {
     /// Invoices.
     #[command(subcommand)]
     Invoice(InvoiceCommand),
+    /// Deposit addresses: one reusable address per customer.
+    #[command(subcommand)]
+    Deposit(DepositCommand),
     /// The daemon and its chains.
     Status,
     /// Events.
@@ -185,12 +190,14 @@ fn ctl(cli: &CtlCli) -> anyhow::Result<()> {
     let mut conn = Conn::open(&cli.socket)?;
     let (result, show) = match &cli.command {
         CtlCommand::Invoice(cmd) => invoice::run(&mut conn, cmd)?,
+        CtlCommand::Deposit(cmd) => deposit::run(&mut conn, cmd)?,
         CtlCommand::Status => daemon::status(&mut conn)?,
         CtlCommand::Events(EventsCommand::List {
             after_seq,
             limit,
             invoice,
-        }) => events::list(&mut conn, *after_seq, *limit, invoice)?,
+            deposit_address,
+        }) => events::list(&mut conn, *after_seq, *limit, invoice, deposit_address)?,
         CtlCommand::Events(EventsCommand::Follow { after_seq }) => {
             return events::follow(&mut conn, *after_seq, cli.json);
         }

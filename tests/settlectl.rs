@@ -137,3 +137,65 @@ async fn status_shows_a_node_that_is_down_and_why() {
         .unwrap();
     assert!(why.trim_start().starts_with("! node unreachable"), "{out}");
 }
+
+#[tokio::test]
+async fn settlectl_deposit_commands() {
+    let (node, mut payer, daemon) = setup("").await;
+    let args = [
+        "deposit",
+        "create",
+        "--chain",
+        "regtest",
+        "--client-id",
+        "user-5",
+        "--label",
+        "main",
+        "--json",
+    ];
+    let (ok, out, err) = ctl(&daemon, &args);
+    assert!(ok, "{err}");
+    let a: Value = serde_json::from_str(&out).unwrap();
+    let (id, address) = (a["id"].as_str().unwrap(), a["address"].as_str().unwrap());
+    // The same client again: the same address.
+    let (ok, out, _) = ctl(&daemon, &args);
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && again["id"] == a["id"], "{out}");
+
+    payer.pay(&node, address, "0.25", false).await;
+    node.mine_to(1, &payer.address.to_string()).await;
+    let mut admin = daemon.admin().await;
+    admin.wait_scanned(node.height().await).await;
+    wait_for("the deposit credited", || async {
+        let (_, out, _) = ctl(&daemon, &["deposit", "get", id]);
+        out.contains("0.25 BTC").then_some(())
+    })
+    .await;
+    let (ok, out, _) = ctl(&daemon, &["deposit", "get", id]);
+    assert!(
+        ok && out.contains(address) && out.contains("user-5"),
+        "{out}"
+    );
+    assert!(out.contains("CREDITED") && out.contains("yes"), "{out}");
+    let (ok, out, _) = ctl(
+        &daemon,
+        &["deposit", "get", "--chain", "regtest", "--address", address],
+    );
+    assert!(ok && out.contains(id), "{out}");
+    let (ok, out, _) = ctl(&daemon, &["deposit", "list", "--client-id", "user-5"]);
+    assert!(ok && out.contains(id) && out.contains("OPEN"), "{out}");
+    let (ok, out, _) = ctl(&daemon, &["deposit", "deposits", id, "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && page["deposits"][0]["amount"] == "0.25", "{out}");
+    let (ok, out, _) = ctl(&daemon, &["deposit", "rescan", id]);
+    assert!(ok && out.contains("deposits found: 0"), "{out}");
+    let (ok, out, _) = ctl(&daemon, &["events", "list", "--deposit-address", id]);
+    assert!(
+        ok && out.contains("deposit.confirmed") && out.contains("0.25 BTC"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&daemon, &["deposit", "close", id]);
+    assert!(ok && out.contains("CLOSED"), "{out}");
+    // A bad param: the daemon's message, and a failure.
+    let (ok, _, err) = ctl(&daemon, &["deposit", "list", "--status", "shut"]);
+    assert!(!ok && err.contains("status"), "{err}");
+}

@@ -18,6 +18,9 @@ pub(super) enum EventsCommand {
         limit: Option<u32>,
         #[arg(long)]
         invoice: Option<String>,
+        /// Only the events of this deposit address.
+        #[arg(long)]
+        deposit_address: Option<String>,
     },
     /// Print events as they happen (after the backlog from --after-seq).
     Follow {
@@ -32,11 +35,13 @@ pub(super) fn list(
     after_seq: Option<u64>,
     limit: Option<u32>,
     invoice: &Option<String>,
+    deposit_address: &Option<String>,
 ) -> anyhow::Result<Shown> {
     let p = params(&[
         ("after_seq", n(&after_seq)),
         ("limit", n(&limit)),
         ("invoice_id", s(invoice)),
+        ("deposit_address_id", s(deposit_address)),
     ]);
     Ok((conn.call("events.list", p)?, |v| {
         for e in v["events"].as_array().into_iter().flatten() {
@@ -68,6 +73,17 @@ fn event_line(e: &Value) -> String {
         Some("invoice.status_changed") | Some("invoice.reverted") => {
             format!("{} -> {}", text(&d["from"]), text(&d["to"]))
         }
+        Some(t) if t.starts_with("deposit.") => format!(
+            "{} {} ({})",
+            text(&d["deposit"]["amount"]),
+            text(&d["deposit"]["asset"]),
+            text(&d["deposit"]["txid"])
+        ),
+        Some(t) if t.starts_with("deposit_address.") => format!(
+            "{} {}",
+            text(&d["deposit_address"]["client_id"]),
+            text(&d["deposit_address"]["address"])
+        ),
         Some(t) if t.starts_with("payment.") => format!(
             "{} {} ({})",
             text(&d["payment"]["amount"]),
@@ -84,7 +100,11 @@ fn event_line(e: &Value) -> String {
         "#{:<6} {:<24} {}  {}",
         text(&e["seq"]),
         text(&e["type"]),
-        text(&e["invoice_id"]),
+        text(
+            e.get("invoice_id")
+                .filter(|v| !v.is_null())
+                .unwrap_or(&e["deposit_address_id"])
+        ),
         what
     )
 }
