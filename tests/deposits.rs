@@ -466,3 +466,69 @@ async fn bad_params_name_the_field_and_change_nothing() {
     assert_eq!(list["deposit_addresses"].as_array().unwrap().len(), 1);
     assert_eq!(admin.count_events("deposit_address.created").await, 1);
 }
+
+#[tokio::test]
+async fn an_evm_address_takes_eth_direct_and_from_a_contract_usdt_and_usdc_each_in_its_asset() {
+    use common::anvil::{Anvil, USDC, USDT, wei};
+    let anvil = Anvil::start().await;
+    let daemon = Daemon::start_anvil(&anvil, "").await;
+    let mut admin = daemon.admin().await;
+    let a = admin
+        .ok(
+            "deposit_address.create",
+            json!({"chain": "anvil", "client_id": "player-1"}),
+        )
+        .await;
+    let id = a["id"].as_str().unwrap().to_string();
+    let address = a["address"].as_str().unwrap().to_string();
+    let six = |n: u64| alloy::primitives::U256::from(n * 1_000_000);
+    let direct = anvil.pay_eth(&address, wei("0.5")).await;
+    let inner = anvil.pay_through_contract(&address, wei("0.25")).await;
+    let usdt = anvil.pay_token(USDT, &address, six(100)).await;
+    // Above the token's first tier: three confirmations.
+    let usdc = anvil.pay_token(USDC, &address, six(200)).await;
+    anvil.mine(3).await;
+    let a = wait_address(&mut admin, &id, "four credited deposits", |a| {
+        credited(a) == 4
+    })
+    .await;
+    let got: Vec<(String, u64, String, String, u64)> = a["deposits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["txid"].as_str().unwrap().to_string(),
+                d["index"].as_u64().unwrap(),
+                d["asset"].as_str().unwrap().to_string(),
+                d["amount"].as_str().unwrap().to_string(),
+                d["confirmations_required"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (direct, 0, "ETH".into(), "0.5".into(), 1),
+            (inner, 1, "ETH".into(), "0.25".into(), 1),
+            (usdt.clone(), got[2].1, "USDT".into(), "100".into(), 1),
+            (usdc.clone(), got[3].1, "USDC".into(), "200".into(), 3),
+        ]
+    );
+    assert_eq!(
+        a["totals"],
+        json!([
+            {"asset": "ETH", "amount_confirmed": "0.75", "amount_pending": "0"},
+            {"asset": "USDT", "amount_confirmed": "100", "amount_pending": "0"},
+            {"asset": "USDC", "amount_confirmed": "200", "amount_pending": "0"},
+        ])
+    );
+    let events = events_of(&mut admin, &id).await;
+    assert_eq!(
+        (
+            count(&events, "deposit.detected"),
+            count(&events, "deposit.confirmed")
+        ),
+        (4, 4)
+    );
+}
