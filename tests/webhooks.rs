@@ -449,3 +449,43 @@ async fn an_attempt_that_cannot_connect_says_why() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn deposit_address_events_go_to_its_callback_url_or_the_default_signed_and_in_order() {
+    let default = Receiver::start().await;
+    let own = Receiver::start().await;
+    let s = start(&format!("url = \"{}\"", default.url())).await;
+    let mut admin = s.daemon.admin().await;
+    let with_url = admin
+        .ok(
+            "deposit_address.create",
+            json!({"chain": "regtest", "client_id": "a", "callback_url": own.url()}),
+        )
+        .await;
+    let plain = admin
+        .ok(
+            "deposit_address.create",
+            json!({"chain": "regtest", "client_id": "b"}),
+        )
+        .await;
+    for a in [&with_url, &plain] {
+        admin
+            .ok("deposit_address.close", json!({"id": a["id"]}))
+            .await;
+    }
+    for (receiver, a) in [(&own, &with_url), (&default, &plain)] {
+        let got = receiver.wait("two events", |r| r.len() >= 2).await;
+        let events: Vec<Value> = got.iter().map(|r| r.event()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["deposit_address.created", "deposit_address.closed"]);
+        for (r, e) in got.iter().zip(&events) {
+            r.verify(SECRET);
+            assert_eq!(r.event_id(), e["id"].as_str().unwrap());
+            assert_eq!(e["deposit_address_id"], a["id"]);
+            assert_eq!(e["invoice_id"], json!(null));
+            assert_eq!(e["data"]["deposit_address"]["id"], a["id"]);
+        }
+        assert!(events[0]["seq"].as_i64() < events[1]["seq"].as_i64());
+    }
+    assert_eq!(own.requests().len(), 2);
+}
