@@ -65,10 +65,7 @@ pub(crate) struct Credit {
 impl Deposit {
     /// Confirmations at `tip`: 0 in the mempool or dropped.
     pub(crate) fn confirmations(&self, tip: Option<u64>) -> u64 {
-        match (self.state, self.block_height, tip) {
-            (PaymentState::Confirmed, Some(h), Some(t)) if t >= h => t - h + 1,
-            _ => 0,
-        }
+        crate::invoice::confirmations(self.state, self.block_height, tip)
     }
 
     /// Still counted: in the mempool or in a block.

@@ -187,13 +187,19 @@ pub(crate) struct Payment {
     pub(crate) confirmed_notified: bool,
 }
 
+/// Confirmations at `tip` of a transfer in `state` mined at `height` (a payment or a
+/// deposit): 0 unless its block is on the best chain.
+pub(crate) fn confirmations(state: PaymentState, height: Option<u64>, tip: Option<u64>) -> u64 {
+    match (state, height, tip) {
+        (PaymentState::Confirmed, Some(h), Some(t)) if t >= h => t - h + 1,
+        _ => 0,
+    }
+}
+
 impl Payment {
     /// Confirmations at `tip`: 0 unless its block is on the best chain.
     pub(crate) fn confirmations(&self, tip: Option<u64>) -> u64 {
-        match (self.state, self.block_height, tip) {
-            (PaymentState::Confirmed, Some(h), Some(t)) if t >= h => t - h + 1,
-            _ => 0,
-        }
+        confirmations(self.state, self.block_height, tip)
     }
 
     /// Counted: `PENDING` or `CONFIRMED`.

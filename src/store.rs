@@ -446,6 +446,16 @@ impl Shared {
     }
 }
 
+/// One page of a list read with one row more than `limit`: the first `limit` rows'
+/// values, and the key of the last of them when there is more.
+fn page<K: Copy, T>(rows: Vec<(K, T)>, limit: u32) -> (Vec<T>, Option<K>) {
+    let more = rows.len() > limit as usize;
+    let mut rows = rows;
+    rows.truncate(limit as usize);
+    let next = more.then(|| rows.last().map(|(k, _)| *k)).flatten();
+    (rows.into_iter().map(|(_, v)| v).collect(), next)
+}
+
 fn last_seq_of(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
         .query_row([], |r| r.get(0))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::invoices::take_index;
 use super::settle::{BlockFound, Found, Owner, UNFINAL_RECHECK, WatchChange};
-use super::{Shared, Store, StoreError, StoreResult, Target, cursor_of, now, parsed, units};
+use super::{Shared, Store, StoreError, StoreResult, Target, cursor_of, now, page, parsed, units};
 use crate::deposit::{AddressStatus, Deposit, DepositAddress, address_json, deposit_json};
 use crate::events::{self, EventKind};
 use crate::invoice::PaymentState;
@@ -142,13 +142,12 @@ impl Store {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?
                 .collect::<Result<_, _>>()?;
-            let more = rows.len() > f.limit as usize;
-            let page = &rows[..rows.len().min(f.limit as usize)];
-            let views = page
+            let (ids, next) = page(rows, f.limit);
+            let views = ids
                 .iter()
-                .map(|(_, id)| self.deposit_view(conn, id, true))
+                .map(|id| self.deposit_view(conn, id, true))
                 .collect::<StoreResult<Vec<_>>>()?;
-            Ok((views, more.then(|| page.last().map(|(r, _)| *r)).flatten()))
+            Ok((views, next))
         })
     }
 
@@ -183,16 +182,15 @@ impl Store {
                     |r| Ok((r.get(0)?, deposit_of(r, 1)?)),
                 )?
                 .collect::<Result<_, _>>()?;
-            let more = rows.len() > limit as usize;
-            let page = &rows[..rows.len().min(limit as usize)];
-            let views = page
+            let (deposits, next) = page(rows, limit);
+            let views = deposits
                 .iter()
-                .map(|(_, d)| {
+                .map(|d| {
                     let places = policy.decimals.get(&d.asset).copied().unwrap_or(0);
                     deposit_json(d, places, tip)
                 })
                 .collect();
-            Ok((views, more.then(|| page.last().map(|(c, _)| *c)).flatten()))
+            Ok((views, next))
         })
     }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     Action, Created, ListFilter, NewInvoice, NewOption, Owner, Shared, Store, StoreError,
-    StoreResult, Target, cursor_of, load_invoice, load_payments, now,
+    StoreResult, Target, cursor_of, load_invoice, load_payments, now, page,
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
@@ -319,17 +319,11 @@ impl Store {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?
                 .collect::<Result<_, _>>()?;
-            let more = rows.len() > f.limit as usize;
-            let page = &rows[..rows.len().min(f.limit as usize)];
-            let views = page
+            let (ids, next) = page(rows, f.limit);
+            let views = ids
                 .iter()
-                .map(|(_, id)| self.invoice_view(conn, id))
+                .map(|id| self.invoice_view(conn, id))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let next = if more {
-                page.last().map(|(r, _)| *r)
-            } else {
-                None
-            };
             Ok((views, next))
         })
     }
