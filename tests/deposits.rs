@@ -199,17 +199,17 @@ async fn a_reorg_takes_the_credit_back_and_mining_it_again_credits_it_again() {
     assert_eq!(a["deposits"].as_array().unwrap().len(), 1);
     assert_eq!(a["totals"][0]["amount_confirmed"], "0.1");
     let events = events_of(&mut admin, &id).await;
+    // The credit's events; a poll that read the mempool while the node was moving
+    // may also have seen it dropped and detected again in between, which credits
+    // nothing.
     assert_eq!(
         types(&events)
             .into_iter()
-            .filter(|t| t.starts_with("deposit."))
+            .filter(|t| t == "deposit.confirmed" || t == "deposit.reverted")
             .collect::<Vec<_>>(),
-        [
-            "deposit.detected",
-            "deposit.confirmed",
-            "deposit.reverted",
-            "deposit.confirmed"
-        ]
+        ["deposit.confirmed", "deposit.reverted", "deposit.confirmed"],
+        "{:?}",
+        types(&events)
     );
     let keys: Vec<(Value, Value)> = events
         .iter()
