@@ -125,7 +125,7 @@ pub(crate) fn deposit_json(d: &Deposit, decimals: u8, tip: Option<u64>) -> Value
 
 /// The deposit address object of `admin-api.md`: `totals` over every deposit in
 /// `all` (credited ones confirmed, the others still counted pending, one row per asset
-/// in the order first paid), and `shown` (the newest, at most 100, oldest first) as
+/// that has a deposit, dropped ones too, in the order first paid), and `shown` (the newest, at most 100, oldest first) as
 /// its `deposits` unless `None` (events carry the address without them).
 pub(crate) fn address_json(
     a: &DepositAddress,
@@ -136,7 +136,7 @@ pub(crate) fn address_json(
 ) -> Value {
     let places = |asset: &str| decimals.get(asset).copied().unwrap_or(0);
     let mut totals: Vec<(&str, U256, U256)> = Vec::new();
-    for d in all.iter().filter(|d| d.credited || d.counts()) {
+    for d in all {
         let i = match totals.iter().position(|t| t.0 == d.asset) {
             Some(i) => i,
             None => {
@@ -147,7 +147,7 @@ pub(crate) fn address_json(
         let t = &mut totals[i];
         if d.credited {
             t.1 = t.1.saturating_add(d.amount);
-        } else {
+        } else if d.counts() {
             t.2 = t.2.saturating_add(d.amount);
         }
     }

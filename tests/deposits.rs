@@ -532,3 +532,41 @@ async fn an_evm_address_takes_eth_direct_and_from_a_contract_usdt_and_usdc_each_
         (4, 4)
     );
 }
+
+#[tokio::test]
+async fn a_replaced_deposit_is_dropped_and_never_credited() {
+    let (node, mut payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let a = deposit_address(&mut admin, "user-3").await;
+    let id = a["id"].as_str().unwrap().to_string();
+    let coin = payer.take();
+    let to_us = payer.payment(coin, a["address"].as_str().unwrap(), "0.1", true);
+    node.send(&to_us).await;
+    wait_address(&mut admin, &id, "the deposit seen", |a| {
+        a["deposits"][0]["state"] == "PENDING"
+    })
+    .await;
+    // The payer replaces it, paying themselves instead.
+    payer.forget(&to_us);
+    let elsewhere = payer.spend_to_self(coin, bitcoin::Amount::from_sat(10_000));
+    node.send(&elsewhere).await;
+    let a = wait_address(&mut admin, &id, "the deposit dropped", |a| {
+        a["deposits"][0]["state"] == "DROPPED"
+    })
+    .await;
+    assert_eq!(
+        a["totals"],
+        json!([{"asset": "BTC", "amount_confirmed": "0", "amount_pending": "0"}])
+    );
+    node.mine_to(1, &payer.address.to_string()).await;
+    admin.wait_scanned(node.height().await).await;
+    let events = events_of(&mut admin, &id).await;
+    assert_eq!(
+        types(&events),
+        [
+            "deposit_address.created",
+            "deposit.detected",
+            "deposit.dropped"
+        ]
+    );
+}
