@@ -44,6 +44,10 @@ struct Sizes {
     idle_secs: u64,
     /// The span of `invoice.get` beside a busy thread.
     busy_secs: u64,
+    /// Open deposit addresses made beside the big level's invoices.
+    deposits: usize,
+    /// Deposit addresses per point of their clients chart.
+    deposits_chart: usize,
 }
 
 impl Sizes {
@@ -60,6 +64,8 @@ impl Sizes {
             samples: 300,
             idle_secs: 20,
             busy_secs: 2,
+            deposits: 1_000_000,
+            deposits_chart: 40_000,
         }
     }
 
@@ -88,6 +94,8 @@ impl Sizes {
             samples: 10,
             idle_secs: 2,
             busy_secs: 1,
+            deposits: 3_000,
+            deposits_chart: 800,
         }
     }
 }
@@ -248,46 +256,14 @@ async fn main() {
         let open = count(&daemon).await;
         let ids = ids(&daemon, 2_000).await;
 
-        // The catch-up over the full blocks: from the first call that reaches the node
-        // to the last block committed. Three times from the same saved database, the
-        // median reported: one run on this machine varies by a third.
         daemon.kill();
         let db = daemon.dir.path().join("data/settled.db");
         let saved = daemon.dir.path().join("saved.db");
         copy_db(&db, &saved);
-        let mut runs = Vec::new();
-        for run in 0..CATCH_UP_RUNS {
-            if run > 0 {
-                daemon.kill();
-                gate.close();
-            }
-            copy_db(&saved, &db);
-            let mut admin = start_loaded(&mut daemon, open).await;
-            gate.open();
-            // Asked every 2 ms, not every 20: the wait's own granularity would add up
-            // to a millisecond per block to a catch-up of 20 blocks.
-            admin
-                .wait_chain_every(
-                    "the catch-up",
-                    Duration::from_secs(900),
-                    Duration::from_millis(2),
-                    |c| c["scanned_height"].as_u64() == Some(tip),
-                )
-                .await;
-            runs.push(gate.first().unwrap().elapsed().as_secs_f64());
-            // Every payment in those blocks found, once.
-            let detected = admin.count_events("payment.detected").await;
-            assert_eq!(
-                detected,
-                z.blocks * 3,
-                "every payment in the blocks found once"
-            );
+        let ms = catch_up(&mut daemon, &gate, &saved, open, tip, z.blocks).await;
+        if !last {
+            remove_db(&saved);
         }
-        for f in [saved.clone(), wal(&saved)] {
-            let _ = std::fs::remove_file(f);
-        }
-        runs.sort_by(f64::total_cmp);
-        let ms = runs[runs.len() / 2] * 1000.0 / z.blocks as f64;
         per_block.push((open as f64, ms));
         row(
             &format!(
@@ -339,21 +315,99 @@ async fn main() {
         "ms per block",
         &per_block,
     );
-    let (mut daemon, ids, _gate) = big.unwrap();
+    let (mut daemon, ids, gate) = big.unwrap();
     let open = *levels.last().unwrap();
+
+    // Deposit addresses beside the big level's invoices, made from the database saved
+    // before its catch-up (the node behind the gate): their create rate, then the
+    // same blocks caught up with all of them watched, start-up and memory.
+    let invoices_watched = count(&daemon).await;
+    daemon.kill();
+    gate.close();
+    let db = daemon.dir.path().join("data/settled.db");
+    let saved = daemon.dir.path().join("saved.db");
+    copy_db(&saved, &db);
+    start_loaded(&mut daemon, invoices_watched).await;
+    let mut points = Vec::new();
+    let mut made = 0;
+    for clients in [1usize, 2, 4, 8] {
+        let per_client = z.deposits_chart / clients;
+        let t = Instant::now();
+        create_deposits(&daemon, clients, per_client, made).await;
+        let rate = (per_client * clients) as f64 / t.elapsed().as_secs_f64();
+        made += per_client * clients;
+        println!("  deposit_address.create, {clients} client(s), batches of 100: {rate:.0}/s");
+        points.push((clients as f64, rate));
+    }
+    row(
+        &format!("deposit_address.create, 8 clients, batches of 100, beside {open} open invoices"),
+        format!("{:.0}/s", points.last().unwrap().1),
+        "5,000/s",
+    );
+    chart::line(
+        &out.join("deposit-create-rate.svg"),
+        "deposit_address.create against clients (batches of 100)",
+        "clients",
+        "creates per second",
+        &points,
+    );
+    let t = Instant::now();
+    let rest = z.deposits.saturating_sub(made);
+    create_deposits(&daemon, 8, rest.div_ceil(8), made).await;
+    let watched = count(&daemon).await;
+    let deposits = watched - invoices_watched;
+    println!(
+        "bench: {deposits} deposit addresses in all, the last {rest} made in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    daemon.kill();
+    copy_db(&db, &saved);
+    let ms = catch_up(&mut daemon, &gate, &saved, watched, tip, z.blocks).await;
+    remove_db(&saved);
+    let (few, few_ms) = per_block[0];
+    row(
+        &format!(
+            "catch-up, blocks of {} txs, {open} open invoices and {deposits} deposit addresses",
+            z.block_txs
+        ),
+        format!(
+            "{ms:.2} ms/block = {:.2}x the same blocks at {few} open invoices ({few_ms:.2} ms), {:.2}x the floor",
+            ms / few_ms,
+            ms / floor_ms
+        ),
+        "1.2x",
+    );
+    daemon.kill();
+    let t = Instant::now();
+    start_loaded(&mut daemon, watched).await;
+    row(
+        &format!("start-up with {watched} watched addresses ({deposits} deposit addresses)"),
+        format!("{:.2} s", t.elapsed().as_secs_f64()),
+        "5 s",
+    );
+    if let Some((small, small_rss)) = rss_small {
+        let rss = rss_kib(daemon.pid());
+        let per = (rss.saturating_sub(small_rss) as f64 * 1024.0) / (watched - small).max(1) as f64;
+        row(
+            &format!(
+                "memory per watched address, invoices and deposit addresses (RSS {} MiB at {watched})",
+                rss / 1024
+            ),
+            format!("{per:.0} bytes"),
+            "300 bytes",
+        );
+    }
+    // From here on, every figure is taken with the deposit addresses watched too.
+    let open = format!("{open} open invoices and {deposits} deposit addresses");
 
     // Idle: at the tip with nothing new, polls once a second.
     let cpu = idle_cpu(daemon.pid(), z.idle_secs).await;
-    row(
-        &format!("idle CPU at {open} open invoices"),
-        format!("{cpu:.2}%"),
-        "1%",
-    );
+    row(&format!("idle CPU at {open}"), format!("{cpu:.2}%"), "1%");
 
     // invoice.get from 8 clients while blocks are processed.
     let (rate, p99, max) = gets_during_blocks(&daemon, &ids, &rpc, &mut coins, &z).await;
     row(
-        &format!("invoice.get, 8 clients, during blocks, {open} open"),
+        &format!("invoice.get, 8 clients, during blocks, {open}"),
         format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
         "20,000/s, p99 2 ms, max 20 ms",
     );
@@ -365,7 +419,7 @@ async fn main() {
     ] {
         let (rate, p99, max) = gets_without_blocks(&daemon, &ids, z.busy_secs, busy).await;
         row(
-            &format!("invoice.get, 8 clients, no blocks, {what}, {open} open"),
+            &format!("invoice.get, 8 clients, no blocks, {what}, {open}"),
             format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
             "a floor of the line above",
         );
@@ -432,21 +486,48 @@ fn configure(node: &Node, url: &str, zmq: &str, start_height: u64) -> Daemon {
 
 /// `per_client` creates from each of `clients` connections at once, in batches of 100.
 async fn create(daemon: &Daemon, clients: usize, per_client: usize) {
+    let params = |_| json!({"chain": "regtest", "amount": "0.01"});
+    batches(daemon, "invoice.create", clients, per_client, &params).await;
+}
+
+/// `per_client` deposit addresses from each of `clients` connections at once, in
+/// batches of 100, each for a client of its own (`user-<first + n>`).
+async fn create_deposits(daemon: &Daemon, clients: usize, per_client: usize, first: usize) {
+    let params = |n: usize| json!({"chain": "regtest", "client_id": format!("user-{}", first + n)});
+    batches(
+        daemon,
+        "deposit_address.create",
+        clients,
+        per_client,
+        &params,
+    )
+    .await;
+}
+
+/// `per_client` calls of `method` from each of `clients` connections at once, in
+/// batches of 100, the `n`th call of all with `params(n)`; each must answer an id.
+async fn batches(
+    daemon: &Daemon,
+    method: &str,
+    clients: usize,
+    per_client: usize,
+    params: &(dyn Fn(usize) -> Value + Sync),
+) {
     let mut admins = Vec::new();
     for _ in 0..clients {
         admins.push(daemon.admin().await);
     }
-    futures_util::future::join_all(admins.iter_mut().map(|admin| async move {
-        let mut left = per_client;
-        while left > 0 {
-            let n = left.min(100);
-            left -= n;
+    futures_util::future::join_all(admins.iter_mut().enumerate().map(|(c, admin)| async move {
+        let mut done = 0;
+        while done < per_client {
+            let n = (per_client - done).min(100);
             let batch: Vec<Value> = (0..n)
                 .map(|i| {
-                    json!({"jsonrpc": "2.0", "id": i, "method": "invoice.create",
-                           "params": {"chain": "regtest", "amount": "0.01"}})
+                    json!({"jsonrpc": "2.0", "id": i, "method": method,
+                           "params": params(c * per_client + done + i)})
                 })
                 .collect();
+            done += n;
             admin.send_line(&Value::Array(batch).to_string()).await;
             let answers = admin.read().await.unwrap();
             let answers = answers.as_array().unwrap();
@@ -473,7 +554,7 @@ async fn ids(daemon: &Daemon, n: usize) -> Vec<String> {
     while out.len() < n {
         let mut p = json!({"limit": 1000});
         if let Some(c) = cursor {
-            p["cursor"] = json!(c);
+            p["cursor"] = json!(c.to_string());
         }
         let page = admin.ok("invoice.list", p).await;
         out.extend(
@@ -483,7 +564,7 @@ async fn ids(daemon: &Daemon, n: usize) -> Vec<String> {
                 .iter()
                 .map(|i| i["id"].as_str().unwrap().to_string()),
         );
-        match page["next_cursor"].as_i64() {
+        match page["next_cursor"].as_str().and_then(|c| c.parse().ok()) {
             Some(c) => cursor = Some(c),
             None => break,
         }
@@ -535,6 +616,56 @@ async fn start_loaded(daemon: &mut Daemon, open: usize) -> Admin {
         })
         .await;
     admin
+}
+
+/// The catch-up over the full blocks: from the first call that reaches the node to the
+/// last block committed, in ms per block. `CATCH_UP_RUNS` times from the database
+/// `saved` (the daemon stopped, the node behind the closed gate), the median reported:
+/// one run on this machine varies by a third. Every payment in the blocks is found once.
+async fn catch_up(
+    daemon: &mut Daemon,
+    gate: &Gate,
+    saved: &std::path::Path,
+    watched: usize,
+    tip: u64,
+    blocks: usize,
+) -> f64 {
+    let db = daemon.dir.path().join("data/settled.db");
+    let mut runs = Vec::new();
+    for run in 0..CATCH_UP_RUNS {
+        if run > 0 {
+            daemon.kill();
+            gate.close();
+        }
+        copy_db(saved, &db);
+        let mut admin = start_loaded(daemon, watched).await;
+        gate.open();
+        // Asked every 2 ms, not every 20: the wait's own granularity would add up to a
+        // millisecond per block to a catch-up of 20 blocks.
+        admin
+            .wait_chain_every(
+                "the catch-up",
+                Duration::from_secs(900),
+                Duration::from_millis(2),
+                |c| c["scanned_height"].as_u64() == Some(tip),
+            )
+            .await;
+        runs.push(gate.first().unwrap().elapsed().as_secs_f64());
+        let detected = admin.count_events("payment.detected").await;
+        assert_eq!(
+            detected,
+            blocks * 3,
+            "every payment in the blocks found once"
+        );
+    }
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2] * 1000.0 / blocks as f64
+}
+
+fn remove_db(db: &std::path::Path) {
+    for f in [db.to_path_buf(), wal(db)] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// Copies a database that no process has open, with its write-ahead log.

@@ -92,8 +92,28 @@ impl Store {
                 now,
                 created_height,
             ])?;
-            let view = db.deposit_view(tx, &id, true)?;
-            db.address_event(tx, &id, EventKind::DepositAddressCreated, now)?;
+            // A new address has no deposits: its object needs no reading back.
+            let made = DepositAddress {
+                id: id.clone(),
+                status: AddressStatus::Open,
+                chain: a.chain.clone(),
+                address: a.address.clone(),
+                derivation_index: a.index,
+                client_id: new.client_id.clone(),
+                label: new.label.clone(),
+                metadata: new.metadata.clone(),
+                callback_url: new.callback_url.clone(),
+                created_at: now,
+                closed_at: None,
+            };
+            let decimals = &db.policy(&a.chain)?.decimals;
+            let view = address_json(&made, &[], None, decimals, None);
+            let owner = Owner::Deposit(id);
+            let data = json!({ "deposit_address": view });
+            let kind = EventKind::DepositAddressCreated;
+            events::append(tx, db.outbox.as_ref(), kind, &owner, now, data)?;
+            let mut view = view;
+            view["deposits"] = json!([]);
             Ok((view, Some(a.script)))
         })
     }
