@@ -144,12 +144,13 @@ impl Store {
         f: &DepositFilter,
     ) -> StoreResult<(Vec<Value>, Option<i64>)> {
         self.read()?.snapshot(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT rowid, id FROM deposit_addresses WHERE
-                    (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR chain = ?2) AND
-                    (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR rowid < ?4)
-                 ORDER BY rowid DESC LIMIT ?5",
-            )?;
+            // A client's addresses are read through its index: with a million
+            // addresses, the filter alone would walk them all to find one.
+            let sql = match f.client_id {
+                Some(_) => LIST_BY_CLIENT,
+                None => LIST_ALL,
+            };
+            let mut st = conn.prepare_cached(sql)?;
             let rows: Vec<(i64, String)> = st
                 .query_map(
                     params![
@@ -253,6 +254,19 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 }
+
+/// `deposit_address.list` of one client, newest first.
+pub(super) const LIST_BY_CLIENT: &str = "SELECT rowid, id FROM deposit_addresses
+     INDEXED BY deposit_addresses_client WHERE client_id = ?1
+         AND (?2 IS NULL OR chain = ?2) AND (?3 IS NULL OR status = ?3)
+         AND (?4 IS NULL OR rowid < ?4)
+     ORDER BY rowid DESC LIMIT ?5";
+
+/// `deposit_address.list` of every client, newest first.
+const LIST_ALL: &str = "SELECT rowid, id FROM deposit_addresses WHERE
+        (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR chain = ?2) AND
+        (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR rowid < ?4)
+     ORDER BY rowid DESC LIMIT ?5";
 
 /// A deposit change a chain step made, which needs an event or a new look at the
 /// deposit's credit.

@@ -713,6 +713,11 @@ mod tests {
                 super::super::deposits::DUE_DEPOSIT_ADDRESSES,
                 "deposit_addresses_wake",
             ),
+            (
+                "a client's deposit addresses",
+                super::super::deposits::LIST_BY_CLIENT,
+                "deposit_addresses_client",
+            ),
         ];
         for (name, sql, index) in queries {
             let steps = plan(&conn, sql);
