@@ -403,6 +403,18 @@ impl Shared {
         Ok(invoice_json(&inv, &pays, &out, &chains))
     }
 
+    /// The object of an invoice just created (no payments yet), without reading it back.
+    fn new_invoice_view(&self, conn: &Connection, inv: &Invoice, now: i64) -> StoreResult<Value> {
+        let chains = self.chains_of(conn, inv)?;
+        let out = lifecycle::evaluate(Facts {
+            invoice: inv,
+            payments: &[],
+            chains: &chains,
+            now,
+        });
+        Ok(invoice_json(inv, &[], &out, &chains))
+    }
+
     /// What the lifecycle reads of every chain the invoice has an address on.
     fn chains_of<'a>(
         &'a self,

@@ -360,3 +360,21 @@ async fn concurrent_creates_are_all_durable_across_a_sigkill_right_after_their_a
     addresses.dedup();
     assert_eq!(addresses.len(), ids.len());
 }
+
+#[tokio::test]
+async fn what_create_answers_is_what_get_reads_back() {
+    let daemon = Daemon::start_offline("").await;
+    let mut admin = daemon.admin().await;
+    for params in [
+        json!({"chain": "regtest", "amount": "0.0015", "underpaid_tolerance": "0.0001",
+               "confirmations": 2, "expires_in": 600, "order_id": "o-1", "client_id": "c-1",
+               "email": "a@b.c", "title": "Plan", "description": "A year",
+               "metadata": {"k": [1, "x"]}, "price": {"amount": "24.99", "currency": "USD"}}),
+        json!({"chain": "regtest", "mode": "open", "expires_in": null}),
+        json!({"price": {"amount": "5", "currency": "EUR"}}),
+    ] {
+        let made = admin.ok("invoice.create", params.clone()).await;
+        let got = admin.ok("invoice.get", json!({"id": made["id"]})).await;
+        assert_eq!(got, made, "{params}");
+    }
+}

@@ -67,6 +67,8 @@ async fn an_order_paid_half_in_btc_and_the_rest_in_usdt_completes() {
     .await;
     let id = id(&inv);
     assert_eq!(inv["status"], json!("PENDING"));
+    // What create answers is what the store holds.
+    assert_eq!(admin.ok("invoice.get", json!({"id": id})).await, inv);
     // Several options: nothing at the top level that belongs to one of them.
     for k in ["chain", "asset", "address", "amount_due", "amount_paid"] {
         assert_eq!(inv[k], Value::Null, "{k}");

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
-use crate::invoice::{Decision, Mode, PaymentState, Status};
+use crate::invoice::{Decision, Invoice, InvoiceAddress, Mode, PayOption, PaymentState, Status};
 
 impl Store {
     /// Creates an invoice with the next address of `derive` on each chain of its
@@ -74,11 +74,53 @@ impl Store {
                 insert_option(tx, &id, o, now)?;
             }
             let mut watch = Vec::new();
+            let mut derived = Vec::new();
             for a in addresses {
                 insert_address(tx, &id, &a, wake_at)?;
+                derived.push(InvoiceAddress {
+                    chain: a.chain.clone(),
+                    address: a.address,
+                    derivation_index: a.index,
+                });
                 watch.push((a.chain, a.script, id.clone()));
             }
-            let view = db.invoice_view(tx, &id)?;
+            // What was just written, as the store would read it back: a new invoice has
+            // no payments, so its object needs only its chains' cursors.
+            let inv = Invoice {
+                id: id.clone(),
+                options: new
+                    .options
+                    .into_iter()
+                    .map(|o| PayOption {
+                        chain: o.chain,
+                        asset: o.asset,
+                        decimals: o.decimals,
+                        amount_due: o.amount_due,
+                        tolerance: o.tolerance,
+                        confirmations: o.confirmations,
+                        added_at: now,
+                    })
+                    .collect(),
+                addresses: derived,
+                price: new.price,
+                mode: new.mode,
+                status: Status::Pending,
+                reason: None,
+                decision: None,
+                order_id: new.order_id,
+                client_id: new.client_id,
+                email: new.email,
+                title: new.title,
+                description: new.description,
+                callback_url: new.callback_url,
+                metadata: new.metadata,
+                created_at: now,
+                expires_at,
+                updated_at: now,
+                completed_at: None,
+                closed_at: None,
+            };
+            let view = db.new_invoice_view(tx, &inv, now)?;
             events::insert(
                 tx,
                 db.outbox.as_ref(),
