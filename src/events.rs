@@ -77,10 +77,7 @@ pub(crate) fn append(
 ) -> rusqlite::Result<i64> {
     // Time-ordered (UUIDv7): new ids land at the end of the id index, not at random.
     let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let (invoice, deposit_address) = match owner {
-        Owner::Invoice(i) => (Some(i), None),
-        Owner::Deposit(d) => (None, Some(d)),
-    };
+    let (invoice, deposit_address) = owner.columns();
     conn.prepare_cached(
         "INSERT INTO events (id, type, invoice_id, deposit_address_id, created_at, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -113,11 +110,7 @@ pub(crate) fn list(
     limit: u32,
     of: Option<&Owner>,
 ) -> rusqlite::Result<Vec<Value>> {
-    let (invoice, deposit_address) = match of {
-        Some(Owner::Invoice(i)) => (Some(i), None),
-        Some(Owner::Deposit(d)) => (None, Some(d)),
-        None => (None, None),
-    };
+    let (invoice, deposit_address) = of.map_or((None, None), Owner::columns);
     let mut st = conn.prepare_cached(AFTER)?;
     let rows = st.query_map(params![after_seq, invoice, limit, deposit_address], |r| {
         event_json(r, 0)

@@ -3,8 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::invoice::key_of;
-use super::{Api, CHAIN_UNAVAILABLE, Params, RpcError, limit};
+use super::{Api, Params, RpcError, limit};
 use crate::deposit::AddressStatus;
 use crate::invoice::PaymentState;
 use crate::store::{DepositFilter, NewDepositAddress, Owner};
@@ -24,14 +23,8 @@ impl Api {
                 "idempotency_key",
             ],
         )?;
-        let chain = self.chain(&p.req_str("chain")?)?;
-        if !chain.settings.enabled {
-            return Err(RpcError::new(
-                CHAIN_UNAVAILABLE,
-                format!("chain {:?} is not enabled", chain.settings.name),
-            ));
-        }
-        let key_id = key_of(chain)?.key_id().to_string();
+        let (chain, key) = self.keyed_chain(&p.req_str("chain")?)?;
+        let key_id = key.key_id().to_string();
         let client_id = p
             .text("client_id", 255)?
             .ok_or_else(|| RpcError::field("client_id", "is required"))?;

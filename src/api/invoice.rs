@@ -302,15 +302,8 @@ impl Api {
         confirmations: Option<u32>,
         bad: &dyn Fn(&str, String) -> RpcError,
     ) -> Result<(NewOption, &Arc<Chain>), RpcError> {
-        let chain = self.chain(&o.chain)?;
+        let (chain, _) = self.keyed_chain(&o.chain)?;
         let cs = &chain.settings;
-        if !cs.enabled {
-            return Err(RpcError::new(
-                CHAIN_UNAVAILABLE,
-                format!("chain {:?} is not enabled", cs.name),
-            ));
-        }
-        key_of(chain)?;
         let asset = o.asset.clone().unwrap_or_else(|| cs.native.symbol.clone());
         let Some((asset_def, _)) = cs.asset(&asset) else {
             let mut known = vec![cs.native.symbol.clone()];
@@ -453,8 +446,26 @@ struct OptionParams<'a> {
     tolerance: Option<&'a Value>,
 }
 
+impl Api {
+    /// An enabled chain with a key to derive addresses from, and that key; 1003 when
+    /// the chain is unknown, not enabled or without a key.
+    pub(super) fn keyed_chain(
+        &self,
+        name: &str,
+    ) -> Result<(&Arc<Chain>, &crate::keys::AddressSource), RpcError> {
+        let chain = self.chain(name)?;
+        if !chain.settings.enabled {
+            return Err(RpcError::new(
+                CHAIN_UNAVAILABLE,
+                format!("chain {:?} is not enabled", chain.settings.name),
+            ));
+        }
+        Ok((chain, key_of(chain)?))
+    }
+}
+
 /// The key a chain's addresses are derived from, or 1003 without one.
-pub(super) fn key_of(chain: &Chain) -> Result<&crate::keys::AddressSource, RpcError> {
+fn key_of(chain: &Chain) -> Result<&crate::keys::AddressSource, RpcError> {
     chain.settings.addresses.as_ref().ok_or_else(|| {
         RpcError::new(
             CHAIN_UNAVAILABLE,

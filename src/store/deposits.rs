@@ -2,7 +2,7 @@
 //! listing and closing them; and, inside a chain step's transaction, recording the
 //! deposits it found, crediting them or taking the credit back, with their events.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
@@ -272,7 +272,6 @@ const LIST_ALL: &str = "SELECT rowid, id FROM deposit_addresses WHERE
 /// deposit's credit.
 #[derive(Debug, Clone)]
 pub(super) struct Touched {
-    pub(super) address_id: String,
     pub(super) txid: String,
     pub(super) idx: u32,
     pub(super) change: DepositChange,
@@ -354,14 +353,12 @@ impl Shared {
         now: i64,
         touched: &mut Vec<Touched>,
     ) -> StoreResult<usize> {
-        let address_id = f.owner.id();
         let existing: Option<String> = tx
             .prepare_cached(RECORDED)?
             .query_row(params![chain, f.txid, f.index], |r| r.get(0))
             .optional()?;
         let mut touch = |change| {
             touched.push(Touched {
-                address_id: address_id.to_string(),
                 txid: f.txid.clone(),
                 idx: f.index,
                 change,
@@ -380,7 +377,7 @@ impl Shared {
                     chain,
                     f.txid,
                     f.index,
-                    address_id,
+                    f.owner.id(),
                     f.asset,
                     f.amount.to_string(),
                     if block.is_some() {
@@ -447,7 +444,6 @@ impl Shared {
                 settled.push(address_id.clone());
             }
             touched.push(Touched {
-                address_id,
                 txid,
                 idx,
                 change: DepositChange::Moved,
@@ -467,12 +463,11 @@ impl Shared {
         let mut st = tx.prepare_cached(
             "UPDATE deposits SET state = 'DROPPED'
              WHERE chain = ?1 AND txid = ?2 AND state = 'PENDING'
-             RETURNING deposit_address_id, idx",
+             RETURNING idx",
         )?;
-        for row in st.query_map(params![chain, txid], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (address_id, idx) = row?;
+        for idx in st.query_map(params![chain, txid], |r| r.get(0))? {
+            let idx = idx?;
             touched.push(Touched {
-                address_id,
                 txid: txid.to_string(),
                 idx,
                 change: DepositChange::Dropped,
@@ -491,23 +486,32 @@ impl Shared {
         touched: &[Touched],
         tip_moved: bool,
     ) -> StoreResult<()> {
-        let mut keys: Vec<(String, u32)> = Vec::new();
-        let mut seen = BTreeSet::new();
+        // Each judged deposit read once, in the order first touched: those the step
+        // touched, then (the tip moved) those the partial index holds.
+        let mut judged: Vec<(String, Deposit)> = Vec::new();
+        let mut at: HashMap<(String, u32), usize> = HashMap::new();
         for t in touched {
-            if seen.insert((t.txid.clone(), t.idx)) {
-                keys.push((t.txid.clone(), t.idx));
+            let key = (t.txid.clone(), t.idx);
+            if !at.contains_key(&key)
+                && let Some(row) = load_deposit(tx, chain, &t.txid, t.idx)?
+            {
+                at.insert(key, judged.len());
+                judged.push(row);
             }
         }
         if tip_moved {
             let mut st = tx.prepare_cached(UNSETTLED)?;
-            for row in st.query_map([chain], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                let key: (String, u32) = row?;
-                if seen.insert(key.clone()) {
-                    keys.push(key);
+            for row in st.query_map([chain], |r| Ok((r.get(0)?, deposit_of(r, 1)?)))? {
+                let (address_id, d): (String, Deposit) = row?;
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    at.entry((d.txid.clone(), d.index))
+                {
+                    e.insert(judged.len());
+                    judged.push((address_id, d));
                 }
             }
         }
-        if keys.is_empty() {
+        if judged.is_empty() {
             return Ok(());
         }
         let cursor = cursor_of(tx, chain)?;
@@ -516,10 +520,7 @@ impl Shared {
             .policy(chain)?
             .final_height(tip, cursor.and_then(|c| c.finalized));
         let mut credit_events = Vec::new();
-        for (txid, idx) in &keys {
-            let Some((address_id, d)) = load_deposit(tx, chain, txid, *idx)? else {
-                continue;
-            };
+        for (i, (_, d)) in judged.iter_mut().enumerate() {
             let c = d.credit(tip, final_height);
             if (c.credited, c.settled) == (d.credited, d.settled) {
                 continue;
@@ -528,45 +529,46 @@ impl Shared {
                 "UPDATE deposits SET credited = ?4, settled = ?5
                  WHERE chain = ?1 AND txid = ?2 AND idx = ?3",
             )?
-            .execute(params![chain, txid, idx, c.credited, c.settled])?;
+            .execute(params![chain, d.txid, d.index, c.credited, c.settled])?;
             if c.credited != d.credited {
                 let kind = match c.credited {
                     true => EventKind::DepositConfirmed,
                     false => EventKind::DepositReverted,
                 };
-                credit_events.push((address_id, txid.clone(), *idx, kind));
+                credit_events.push((i, kind));
             }
+            (d.credited, d.settled) = (c.credited, c.settled);
         }
+        let changes: Vec<(usize, EventKind)> = touched
+            .iter()
+            .filter_map(|t| {
+                let kind = match t.change {
+                    DepositChange::Detected => EventKind::DepositDetected,
+                    DepositChange::Dropped => EventKind::DepositDropped,
+                    DepositChange::Moved => return None,
+                };
+                Some((*at.get(&(t.txid.clone(), t.idx))?, kind))
+            })
+            .collect();
         let now = now();
+        let decimals = &self.policy(chain)?.decimals;
         let mut views: HashMap<String, Value> = HashMap::new();
-        let changes = touched.iter().filter_map(|t| {
-            let kind = match t.change {
-                DepositChange::Detected => EventKind::DepositDetected,
-                DepositChange::Dropped => EventKind::DepositDropped,
-                DepositChange::Moved => return None,
-            };
-            Some((t.address_id.clone(), t.txid.clone(), t.idx, kind))
-        });
-        for (address_id, txid, idx, kind) in
-            changes.collect::<Vec<_>>().into_iter().chain(credit_events)
-        {
-            let view = match views.get(&address_id) {
+        for (i, kind) in changes.into_iter().chain(credit_events) {
+            let (address_id, d) = &judged[i];
+            let view = match views.get(address_id) {
                 Some(v) => v.clone(),
                 None => {
-                    let v = self.deposit_view(tx, &address_id, false)?;
+                    let v = self.deposit_view(tx, address_id, false)?;
                     views.insert(address_id.clone(), v.clone());
                     v
                 }
             };
-            let Some((_, d)) = load_deposit(tx, chain, &txid, idx)? else {
-                continue;
-            };
-            let places = self.policy(chain)?.decimals.get(&d.asset).copied();
+            let places = decimals.get(&d.asset).copied().unwrap_or(0);
             let data = json!({
                 "deposit_address": view,
-                "deposit": deposit_json(&d, places.unwrap_or(0), tip),
+                "deposit": deposit_json(d, places, tip),
             });
-            let owner = Owner::Deposit(address_id);
+            let owner = Owner::Deposit(address_id.clone());
             events::append(tx, self.outbox.as_ref(), kind, &owner, now, data)?;
         }
         Ok(())
@@ -613,7 +615,9 @@ impl Shared {
 
 /// Deposits confirmed and not yet settled on a chain: those whose credit may move with
 /// the tip. A partial index holds only them.
-pub(super) const UNSETTLED: &str = "SELECT txid, idx FROM deposits INDEXED BY deposits_unsettled
+pub(super) const UNSETTLED: &str = "SELECT deposit_address_id, txid, idx, asset, amount, state,
+        block_height, block_hash, seen_at, rbf, required, credited, settled
+     FROM deposits INDEXED BY deposits_unsettled
      WHERE chain = ?1 AND state = 'CONFIRMED' AND settled = 0";
 
 /// Closed deposit addresses whose watch window has ended, earliest first.

@@ -30,6 +30,15 @@ impl Owner {
             Owner::Invoice(id) | Owner::Deposit(id) => id,
         }
     }
+
+    /// The id as the `invoice_id` and `deposit_address_id` columns hold it: one set,
+    /// the other null.
+    pub(crate) fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Owner::Invoice(id) => (Some(id), None),
+            Owner::Deposit(id) => (None, Some(id)),
+        }
+    }
 }
 
 /// A transfer the watcher found (output `index` of `txid` paying a watched script):
@@ -165,9 +174,7 @@ impl Shared {
                 .collect::<Result<_, _>>()?;
             drop(st);
             for (inv, decision) in rows {
-                if decision.as_deref() == Some(Decision::Final.as_str())
-                    && !applied.final_reorged.contains(&inv)
-                {
+                if decision.as_deref() == Some(Decision::Final.as_str()) {
                     applied.final_reorged.push(inv.clone());
                 }
                 changes.push((inv, PaymentChange::Moved));
