@@ -118,4 +118,68 @@ mod tests {
             assert_eq!(format(parse(s, 8).unwrap(), 8), s);
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn units() -> impl Strategy<Value = U256> {
+            prop_oneof![
+                (0..u64::MAX).prop_map(U256::from),
+                any::<[u8; 32]>().prop_map(U256::from_le_bytes),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn format_then_parse_is_the_identity(u in units(), decimals in 0u8..=30) {
+                let text = format(u, decimals);
+                prop_assert_eq!(parse(&text, decimals), Ok(u));
+                // Shortest: no trailing zero after a point, no leading zero before a digit.
+                prop_assert!(!(text.contains('.') && text.ends_with('0')), "{}", text);
+                prop_assert!(!(text.len() > 1 && text.starts_with('0') && !text.starts_with("0.")), "{}", text);
+            }
+
+            #[test]
+            fn a_decimal_string_parses_to_exactly_its_value(
+                int in "[0-9]{1,20}", frac in "[0-9]{0,18}", decimals in 0u8..=18,
+            ) {
+                let text = if frac.is_empty() { int.clone() } else { format!("{int}.{frac}") };
+                let got = parse(&text, decimals);
+                if frac.len() > usize::from(decimals) {
+                    // More decimals than the asset has: refused, never rounded.
+                    prop_assert_eq!(got, Err(AmountError::TooManyDecimals { got: frac.len(), max: decimals }));
+                } else {
+                    let ten = U256::from(10u8);
+                    let want = U256::from_str_radix(&int, 10).unwrap()
+                        * ten.pow(U256::from(decimals))
+                        + U256::from_str_radix(if frac.is_empty() { "0" } else { &frac }, 10).unwrap()
+                            * ten.pow(U256::from(usize::from(decimals) - frac.len()));
+                    prop_assert_eq!(got, Ok(want));
+                }
+            }
+
+            #[test]
+            fn anything_else_is_refused_without_a_panic(text in "\\PC{0,40}", decimals in 0u8..=30) {
+                let plain = !text.is_empty()
+                    && text.split('.').count() <= 2
+                    && text.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+                if !plain {
+                    prop_assert_eq!(parse(&text, decimals), Err(AmountError::Syntax));
+                }
+            }
+
+            #[test]
+            fn near_misses_of_a_valid_amount_are_refused(
+                base in "[0-9]{1,6}\\.[0-9]{1,6}", at in 0usize..16, junk in "[-+eE_, x.a-z]",
+            ) {
+                let mut text = base.clone();
+                let at = at.min(text.len());
+                text.insert_str(at, &junk);
+                prop_assert!(parse(&text, 8).is_err(), "{} parsed", text);
+            }
+        }
+    }
 }

@@ -287,6 +287,13 @@ fn read(path: &Path) -> anyhow::Result<ConfigFile> {
     if !path.is_file() {
         bail!("config file {} does not exist", path.display());
     }
+    // The config crate reports TOML syntax errors without their line ("floating-point
+    // number overflowed"): toml's own parser shows the line and the key.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        bail!("{}: {e}", path.display());
+    }
     config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
@@ -663,3 +670,6 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod props;

@@ -443,4 +443,67 @@ mod tests {
         let xpub = bitcoin::bip32::Xpub::from_priv(&secp, &xprv);
         assert!(AddressSource::parse(&xpub.to_string(), Network::Bitcoin).is_ok());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Valid keys and descriptors of every shape settled takes.
+        fn valid() -> Vec<String> {
+            let xpub = to_bip32_pub(BIP84_ZPUB).unwrap();
+            vec![
+                BIP84_ZPUB.to_string(),
+                BIP86_XPUB.to_string(),
+                format!("wpkh([73c5da0a/84h/0h/0h]{xpub}/0/*)"),
+                format!("tr({BIP86_XPUB}/0/*)"),
+                format!("wpkh({xpub}/<0;1>/*)"),
+                format!("sh(wpkh({xpub}/0/*))"),
+            ]
+        }
+
+        /// One edit of a valid text: a character replaced, inserted or removed, or
+        /// the text cut short.
+        fn mutated() -> impl Strategy<Value = String> {
+            (0..valid().len(), 0usize..200, any::<char>(), 0..4u8).prop_map(|(k, at, c, how)| {
+                let mut chars: Vec<char> = valid()[k].chars().collect();
+                let at = at % (chars.len() + 1);
+                match how {
+                    0 if at < chars.len() => chars[at] = c,
+                    1 => chars.insert(at, c),
+                    2 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    _ => chars.truncate(at),
+                }
+                chars.into_iter().collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+            // A bad key is an error that names what is wrong, never a panic, and never
+            // an error that quotes the key back (it goes to logs).
+            #[test]
+            fn a_mutated_key_or_descriptor_is_refused_or_derives(text in mutated()) {
+                for network in [Network::Bitcoin, Network::Testnet, Network::Regtest] {
+                    match AddressSource::parse(&text, network) {
+                        Ok(s) => {
+                            prop_assert!(s.derive(7).is_ok());
+                        }
+                        Err(e) => prop_assert!(!e.is_empty()),
+                    }
+                }
+                if let Ok(s) = AddressSource::parse_evm(&text) {
+                    prop_assert!(s.derive(7).is_ok());
+                }
+            }
+
+            #[test]
+            fn any_text_is_refused_without_a_panic(text in "\\PC{0,120}") {
+                prop_assert!(AddressSource::parse(&text, Network::Bitcoin).is_err() || text.contains("pub"));
+                let _ = AddressSource::parse_evm(&text);
+            }
+        }
+    }
 }

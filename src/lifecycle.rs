@@ -397,6 +397,9 @@ impl<'a> Judged<'a> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::invoice::PayOption;
