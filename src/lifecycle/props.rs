@@ -20,6 +20,9 @@ const HOUR: i64 = 3_600;
 const CHAINS: [&str; 2] = ["regtest", "anvil"];
 const ASSETS: [&str; 2] = ["BTC", "USDT"];
 
+/// (option or not accepted, amount, state, depth, rbf, seen after T0, timed out)
+type PaymentCase = (Option<usize>, u64, PaymentState, u64, bool, i64, bool);
+
 #[derive(Debug, Clone)]
 struct Case {
     /// (chain, asset, amount due, tolerance, required), at most one per (chain, asset).
@@ -27,8 +30,7 @@ struct Case {
     open: bool,
     expires_in: Option<i64>,
     decision: Option<Decision>,
-    /// (option or not accepted, amount, state, depth, rbf, seen after T0, timed out)
-    payments: Vec<(Option<usize>, u64, PaymentState, u64, bool, i64, bool)>,
+    payments: Vec<PaymentCase>,
     /// Per chain: (tip, synced after T0, confirmation window, accept late).
     chains: [(u64, Option<i64>, i64, bool); 2],
     now: i64,
