@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Api, Params, RpcError};
@@ -113,7 +113,10 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
             done.cancel();
         })
     };
-    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+    // Lines as bytes: a line that is not UTF-8 gets its parse error like any other
+    // bad line, instead of ending the connection unanswered.
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
+    let mut lines = FramedRead::new(read, codec);
     loop {
         let next = tokio::select! {
             _ = conn_done.cancelled() => break,
@@ -122,7 +125,7 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
         let line = match next {
             None => break,
             Some(Ok(line)) => line,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                 let e = RpcError::new(
                     api::PARSE_ERROR,
                     format!("request line longer than {MAX_LINE} bytes"),
@@ -130,12 +133,26 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
                 let _ = out_tx.send(response(Value::Null, Err(e)).to_string()).await;
                 break;
             }
-            Some(Err(LinesCodecError::Io(_))) => break,
+            Some(Err(AnyDelimiterCodecError::Io(_))) => break,
+        };
+        let line = match std::str::from_utf8(&line) {
+            Ok(text) => text.strip_suffix('\r').unwrap_or(text),
+            Err(e) => {
+                let e = RpcError::new(api::PARSE_ERROR, format!("not UTF-8: {e}"));
+                if out_tx
+                    .send(response(Value::Null, Err(e)).to_string())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
         };
         if line.trim().is_empty() {
             continue;
         }
-        if let Some(reply) = handle_line(&line, &api, &out_tx, &conn_done).await
+        if let Some(reply) = handle_line(line, &api, &out_tx, &conn_done).await
             && out_tx.send(reply.to_string()).await.is_err()
         {
             break;
