@@ -91,6 +91,7 @@ pub(crate) fn append(
         data.to_string()
     ])?;
     let seq = conn.last_insert_rowid();
+    crate::fault::point("event_before_outbox");
     crate::store::enqueue(conn, outbox, seq, owner, at)?;
     Ok(seq)
 }

@@ -20,6 +20,7 @@ pub(crate) mod deposit;
 pub(crate) mod ethnode;
 pub(crate) mod events;
 pub(crate) mod evm;
+pub(crate) mod fault;
 pub(crate) mod heads;
 pub(crate) mod httprpc;
 pub(crate) mod invoice;

@@ -253,15 +253,25 @@ impl Store {
         Ok(cursor_of(&*self.read()?, chain)?)
     }
 
-    /// Sets the first cursor of a chain (first run only).
-    pub(crate) fn init_cursor(&self, chain: &str, height: u64, hash: &str) -> StoreResult<()> {
-        let (chain, hash) = (chain.to_string(), hash.to_string());
+    /// Sets the first cursor of a chain (first run only), with the hashes of the blocks
+    /// `below` it that a reorganisation may replace.
+    pub(crate) fn init_cursor(
+        &self,
+        chain: &str,
+        height: u64,
+        hash: &str,
+        below: &[(u64, String)],
+    ) -> StoreResult<()> {
+        let (chain, hash, below) = (chain.to_string(), hash.to_string(), below.to_vec());
         self.write(move |_, conn| {
             conn.prepare_cached("INSERT INTO cursors (chain, height, hash, synced_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
                  ON CONFLICT(chain) DO NOTHING")?.execute(params![chain, height, hash, now()],
             )?;
-            conn.prepare_cached("INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)")?.execute(params![chain, height, hash],
-            )?;
+            let mut st = conn.prepare_cached("INSERT OR REPLACE INTO blocks (chain, height, hash) VALUES (?1, ?2, ?3)")?;
+            st.execute(params![chain, height, hash])?;
+            for (h, b) in &below {
+                st.execute(params![chain, h, b])?;
+            }
             Ok(())
         })
     }

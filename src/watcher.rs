@@ -96,8 +96,19 @@ impl Ctx {
                 "the node has no block at height {height} yet (start_height)"
             ))
         })?;
+        // The blocks below the first cursor too, as deep as a reorganisation may go: one
+        // that replaces the tip of the very first run finds its fork point instead of
+        // halting the chain (found by the crash torture).
+        let depth = u64::from(self.chain.settings.policy.max_reorg_depth).min(height);
+        let mut below = Vec::new();
+        for h in (height - depth..height).rev() {
+            match node.hash_at(h).await? {
+                Some(b) => below.push((h, b)),
+                None => break,
+            }
+        }
         let at = hash.clone();
-        self.store(move |s, name| s.init_cursor(name, height, &at))
+        self.store(move |s, name| s.init_cursor(name, height, &at, &below))
             .await?;
         tracing::info!(chain = %self.name(), height, "first run: scanning from the block after this height");
         Ok(())
@@ -105,7 +116,11 @@ impl Ctx {
 
     /// Commits one step of the follower, then follows the watch set's changes it made.
     pub(crate) async fn apply(&self, up: ChainUpdate) -> Result<Applied, WatchError> {
+        let blocks = !up.connect.is_empty();
         let applied = self.store(move |s, name| s.apply(name, up)).await?;
+        if blocks {
+            crate::fault::point("after_block_commit");
+        }
         self.chain.watchlist.apply(&applied.watch);
         Ok(applied)
     }

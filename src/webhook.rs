@@ -192,6 +192,9 @@ async fn attempt(
             body: None,
         },
     };
+    if attempt.delivered() {
+        crate::fault::point("webhook_mid_delivery");
+    }
     (d, attempt)
 }
 

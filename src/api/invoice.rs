@@ -146,6 +146,7 @@ impl Api {
         let (view, watch) = self
             .store
             .create_invoice(new, &keys, |name, i| self.derive(name, i))?;
+        crate::fault::point("create_before_answer");
         self.watch(watch);
         Ok(view)
     }

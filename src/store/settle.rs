@@ -165,6 +165,7 @@ impl Shared {
         let mut applied = Applied::default();
         let mut changes: Vec<(String, PaymentChange)> = Vec::new();
         let mut deposits: Vec<Touched> = Vec::new();
+        let connected = !up.connect.is_empty();
 
         if let Some(fork) = up.disconnect_above {
             applied.final_reorged = self.disconnect_deposits(tx, chain, fork, &mut deposits)?;
@@ -276,6 +277,9 @@ impl Shared {
                 .map(|(_, c)| c)
                 .collect();
             self.settle(tx, &id, &own, Some((chain, &mut applied.watch)))?;
+        }
+        if connected {
+            crate::fault::point("block_before_commit");
         }
         Ok(applied)
     }

@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod checker;
+pub mod model;
 pub mod receiver;
 
 use std::net::TcpListener;
@@ -230,7 +232,8 @@ impl Node {
         format!("http://127.0.0.1:{}", self.rpc_port)
     }
 
-    async fn try_rpc(&self, method: &str, params: Value) -> Result<Value, String> {
+    /// Calls the node; its error as text.
+    pub async fn try_rpc(&self, method: &str, params: Value) -> Result<Value, String> {
         let args = params.as_array().cloned().unwrap_or_default();
         self.http
             .call::<Value>(method, &args)
@@ -337,13 +340,18 @@ pub struct Payer {
 impl Payer {
     /// Mines 110 blocks to a fresh key: 10 mature coinbases to spend.
     pub async fn fund(node: &Node) -> Payer {
+        Payer::fund_with(node, 10).await
+    }
+
+    /// Mines `coins` + 100 blocks to a fresh key: `coins` mature coinbases to spend.
+    pub async fn fund_with(node: &Node, coins: usize) -> Payer {
         let secp = Secp256k1::new();
         let secret = SecretKey::from_slice(&[0x42; 32]).unwrap();
         let pk = CompressedPublicKey(secret.public_key(&secp));
         let address = Address::p2wpkh(&pk, Network::Regtest);
-        let hashes = node.mine_to(110, &address.to_string()).await;
+        let hashes = node.mine_to(coins as u64 + 100, &address.to_string()).await;
         let mut utxos = Vec::new();
-        for h in &hashes[..10] {
+        for h in &hashes[..coins] {
             let block = node.block(h).await;
             let cb = &block.txdata[0];
             utxos.push(Utxo {
@@ -356,6 +364,11 @@ impl Payer {
             address,
             utxos,
         }
+    }
+
+    /// How many outputs it has left to spend.
+    pub fn coins(&self) -> usize {
+        self.utxos.len()
     }
 
     /// Takes an output to spend.
@@ -610,7 +623,8 @@ chains_dir = "{chains}"
         .await;
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and returns at once.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "the daemon is running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -696,6 +710,24 @@ chains_dir = "{chains}"
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the process has ended by itself (a fault point, a crash); then it is
+    /// no longer running for [`Daemon::restart`].
+    pub fn exited(&mut self) -> bool {
+        let gone = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_some());
+        if gone {
+            self.child = None;
+        }
+        gone
+    }
+
+    /// Whether the process runs.
+    pub fn running(&mut self) -> bool {
+        !self.exited() && self.child.is_some()
     }
 
     /// SIGKILL: no chance to clean up.

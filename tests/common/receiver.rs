@@ -20,6 +20,8 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// The status it was answered with; `None` if never.
+    pub status: Option<u16>,
 }
 
 impl Request {
@@ -113,6 +115,14 @@ impl Receiver {
         self.requests.lock().unwrap().clone()
     }
 
+    /// The requests answered with a 2xx status: delivered.
+    pub fn accepted(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status.is_some_and(|s| (200..300).contains(&s)))
+            .collect()
+    }
+
     /// Waits until `pred` holds for the requests so far.
     pub async fn wait(&self, what: &str, pred: impl Fn(&[Request]) -> bool) -> Vec<Request> {
         wait_for(what, || {
@@ -170,14 +180,17 @@ async fn serve(
         if r.read_exact(&mut body).await.is_err() {
             return;
         }
-        let req = Request {
+        let mut req = Request {
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            status: None,
         };
         let answer = {
             let mut all = requests.lock().unwrap();
-            all.push(req.clone());
-            (script.lock().unwrap())(all.len() - 1, &req)
+            let answer = (script.lock().unwrap())(all.len(), &req);
+            req.status = answer.map(|(status, _)| status);
+            all.push(req);
+            answer
         };
         let Some((status, delay)) = answer else {
             // Never answers: holds the connection until the test drops it.
