@@ -210,11 +210,23 @@ impl HttpRpc {
             }
             _ => {}
         }
-        // Errors come with a JSON body too (HTTP 500 or 404 before JSON-RPC 2.0).
-        response.bytes().await.map_err(|e| {
+        // Errors come with a JSON body too (HTTP 500 or 404 before JSON-RPC 2.0); a
+        // failure without one (a proxy's 502, a node's 503 while it starts) is named by
+        // its status.
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
             self.forget();
             NodeError::Transient(format!("node unreachable: {}", cause(&e)))
-        })
+        })?;
+        let json = body.iter().find(|b| !b.is_ascii_whitespace());
+        if !status.is_success() && !matches!(json, Some(b'{' | b'[')) {
+            let start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(NodeError::Transient(format!(
+                "{method}: the node answered HTTP {}: {start}",
+                status.as_u16()
+            )));
+        }
+        Ok(body)
     }
 
     fn creds(&self) -> Result<Option<(String, String)>, NodeError> {

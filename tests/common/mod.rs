@@ -10,6 +10,7 @@
 pub mod anvil;
 pub mod checker;
 pub mod model;
+pub mod proxy;
 pub mod receiver;
 
 use std::net::TcpListener;
