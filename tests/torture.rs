@@ -5,7 +5,7 @@
 //! After every round the invariant checker (`common/checker.rs`) compares settled
 //! with the node and the webhook receiver.
 //!
-//! `SETTLED_TORTURE_ROUNDS` (default 3) and `SETTLED_TORTURE_SEED` (default fixed)
+//! `SETTLED_TORTURE_ROUNDS` (default 5) and `SETTLED_TORTURE_SEED` (default fixed)
 //! set the run; `scripts/torture [ROUNDS] [SEED]` runs a long one. A failure prints
 //! the seed that replays it.
 
@@ -60,6 +60,8 @@ struct Open {
 struct Sent {
     input: Utxo,
     tx: Transaction,
+    /// Its change, spent again once it is deeper than any reorganisation here.
+    change: Utxo,
 }
 
 struct Torture {
@@ -194,7 +196,7 @@ impl Torture {
         let rbf = self.rng.random_bool(0.4);
         let input = self.payer.take();
         let tx = self.payer.payment(input, address, btc, rbf);
-        self.payer.take_change();
+        let change = self.payer.take_change();
         if self
             .node
             .try_rpc(
@@ -205,7 +207,7 @@ impl Torture {
             .is_ok()
         {
             self.fig.payments += 1;
-            self.sent.push(Sent { input, tx });
+            self.sent.push(Sent { input, tx, change });
         }
     }
 
@@ -280,7 +282,7 @@ impl Torture {
         let s = self.sent.remove(k);
         let fee = Amount::from_sat(self.rng.random_range(20_000..60_000));
         let tx = self.payer.spend_to_self(s.input, fee);
-        self.payer.take_change();
+        let change = self.payer.take_change();
         if self
             .node
             .try_rpc(
@@ -291,7 +293,37 @@ impl Torture {
             .is_ok()
         {
             self.fig.replacements += 1;
+            self.sent.push(Sent {
+                input: s.input,
+                tx,
+                change,
+            });
         }
+    }
+
+    /// Gives the payer back the change of what is 7 blocks deep (past the 3-block
+    /// reorganisations and the 6 of finality), so that a long run keeps paying.
+    async fn recycle(&mut self) {
+        let mut kept = Vec::new();
+        for s in std::mem::take(&mut self.sent) {
+            let out = self
+                .node
+                .rpc(
+                    "gettxout",
+                    json!([
+                        s.change.outpoint.txid.to_string(),
+                        s.change.outpoint.vout,
+                        false
+                    ]),
+                )
+                .await;
+            if out["confirmations"].as_u64().is_some_and(|c| c >= 7) {
+                self.payer.give(s.change);
+            } else {
+                kept.push(s);
+            }
+        }
+        self.sent = kept;
     }
 
     async fn mine(&mut self) {
@@ -415,6 +447,7 @@ impl Torture {
             .await;
         self.fig.checks += 1;
         self.fig.rounds += 1;
+        self.recycle().await;
     }
 }
 
@@ -441,11 +474,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[tokio::test]
 async fn torture_kills_faults_reorgs_and_failing_webhooks_never_lose_or_double_anything() {
-    let rounds = env_or("SETTLED_TORTURE_ROUNDS", 3);
+    let rounds = env_or("SETTLED_TORTURE_ROUNDS", 5);
     let seed = env_or("SETTLED_TORTURE_SEED", 14);
     let _seed = SeedOnFailure(seed);
     let node = Node::start().await;
-    let payer = Payer::fund_with(&node, 200).await;
+    let payer = Payer::fund_with(&node, 60).await;
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = common::webhook_secret(dir.path(), "torture-secret-0123456789abcdef");

@@ -372,6 +372,11 @@ impl Payer {
         self.utxos.len()
     }
 
+    /// Gives it an output to spend (taken after the others).
+    pub fn give(&mut self, u: Utxo) {
+        self.utxos.insert(0, u);
+    }
+
     /// Takes an output to spend.
     pub fn take(&mut self) -> Utxo {
         self.utxos.pop().expect("the payer has coins left")
