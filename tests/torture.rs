@@ -197,18 +197,19 @@ impl Torture {
         let input = self.payer.take();
         let tx = self.payer.payment(input, address, btc, rbf);
         let change = self.payer.take_change();
-        if self
-            .node
-            .try_rpc(
-                "sendrawtransaction",
-                json!([bitcoin::consensus::encode::serialize_hex(&tx)]),
-            )
-            .await
-            .is_ok()
-        {
+        if self.send(&tx).await {
             self.fig.payments += 1;
             self.sent.push(Sent { input, tx, change });
         }
+    }
+
+    /// Broadcasts `tx`; whether the node took it.
+    async fn send(&self, tx: &Transaction) -> bool {
+        let hex = bitcoin::consensus::encode::serialize_hex(tx);
+        self.node
+            .try_rpc("sendrawtransaction", json!([hex]))
+            .await
+            .is_ok()
     }
 
     async fn pay_invoice(&mut self) {
@@ -283,15 +284,7 @@ impl Torture {
         let fee = Amount::from_sat(self.rng.random_range(20_000..60_000));
         let tx = self.payer.spend_to_self(s.input, fee);
         let change = self.payer.take_change();
-        if self
-            .node
-            .try_rpc(
-                "sendrawtransaction",
-                json!([bitcoin::consensus::encode::serialize_hex(&tx)]),
-            )
-            .await
-            .is_ok()
-        {
+        if self.send(&tx).await {
             self.fig.replacements += 1;
             self.sent.push(Sent {
                 input: s.input,

@@ -882,18 +882,8 @@ impl Admin {
 
     /// How many events of type `kind` the daemon holds, read page by page.
     pub async fn count_events(&mut self, kind: &str) -> usize {
-        let (mut after, mut n) = (0, 0);
-        loop {
-            let page = self
-                .ok("events.list", json!({"after_seq": after, "limit": 1000}))
-                .await;
-            let events = page["events"].as_array().unwrap();
-            if events.is_empty() {
-                return n;
-            }
-            n += events.iter().filter(|e| e["type"] == kind).count();
-            after = page["last_seq"].as_i64().unwrap();
-        }
+        let all = checker::events(self).await;
+        all.iter().filter(|e| e["type"] == kind).count()
     }
 
     /// Waits until the chain's `chain.status` entry satisfies `pred`, returning it.
