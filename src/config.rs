@@ -288,14 +288,15 @@ fn read(path: &Path) -> anyhow::Result<ConfigFile> {
         bail!("config file {} does not exist", path.display());
     }
     // The config crate reports TOML syntax errors without their line ("floating-point
-    // number overflowed"): toml's own parser shows the line and the key.
+    // number overflowed"): toml's own parser shows the line and the key. The file is
+    // read once, and the config crate is given the text.
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
     if let Err(e) = text.parse::<toml::Table>() {
         bail!("{}: {e}", path.display());
     }
     config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("SETTLED")
                 .prefix_separator("__")

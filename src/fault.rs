@@ -9,16 +9,6 @@
 //! (`webhook_mid_delivery`), and after a create is durable before it is answered
 //! (`create_before_answer`).
 
-/// Every fault point, for the torture to choose from.
-#[allow(dead_code)]
-pub(crate) const POINTS: &[&str] = &[
-    "block_before_commit",
-    "after_block_commit",
-    "event_before_outbox",
-    "webhook_mid_delivery",
-    "create_before_answer",
-];
-
 /// Aborts here if `SETTLED_FAULT` names this point and this is its n-th time.
 #[inline]
 pub(crate) fn point(name: &str) {

@@ -428,10 +428,10 @@ mod tests {
     use crate::chains::Tier;
     use serde_json::json;
 
-    const T0: i64 = 1_700_000_000;
-    const HOUR: i64 = 3600;
+    pub(super) const T0: i64 = 1_700_000_000;
+    pub(super) const HOUR: i64 = 3600;
 
-    fn policy() -> Policy {
+    pub(super) fn policy() -> Policy {
         Policy {
             finality: crate::chains::Finality::Confirmations(6),
             confirmation_window: 86_400,
@@ -461,7 +461,7 @@ mod tests {
         U256::from(n)
     }
 
-    fn invoice(due: u64) -> Invoice {
+    pub(super) fn invoice(due: u64) -> Invoice {
         Invoice {
             id: "inv".into(),
             options: vec![option("regtest", "BTC", due)],

@@ -5,18 +5,16 @@
 //! random clocks and watcher states: the same status, reason and amounts paid.
 
 use proptest::prelude::*;
-use serde_json::json;
 
+use super::tests::{self, HOUR, T0};
 use super::{ChainFacts, Facts, evaluate};
 use crate::amount::U256;
-use crate::chains::{Finality, Policy, Tier};
-use crate::invoice::{Decision, Invoice, Mode, PayOption, Payment, PaymentState, Status};
+use crate::chains::{Policy, Tier};
+use crate::invoice::{Decision, Invoice, Mode, PayOption, Payment, PaymentState};
 
 #[path = "../../tests/common/model.rs"]
 mod model;
 
-const T0: i64 = 1_700_000_000;
-const HOUR: i64 = 3_600;
 const CHAINS: [&str; 2] = ["regtest", "anvil"];
 const ASSETS: [&str; 2] = ["BTC", "USDT"];
 
@@ -96,25 +94,21 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// The tests' policy, with one tier of 1 and this chain's window and late rule.
 fn policy(window: i64, late: bool) -> Policy {
     Policy {
-        finality: Finality::Confirmations(6),
         confirmation_window: window as u64,
-        late_payment_window: 604_800,
         accept_late_payments: late,
-        max_reorg_depth: 100,
         tiers: vec![Tier {
             up_to: None,
             required: 1,
         }],
-        token_tiers: Default::default(),
-        decimals: Default::default(),
+        ..tests::policy()
     }
 }
 
 fn invoice(c: &Case) -> Invoice {
     Invoice {
-        id: "inv".into(),
         options: c
             .options
             .iter()
@@ -129,28 +123,15 @@ fn invoice(c: &Case) -> Invoice {
             })
             .collect(),
         addresses: Vec::new(),
-        price: None,
         mode: if c.open { Mode::Open } else { Mode::Fixed },
-        status: Status::Pending,
-        reason: None,
         decision: c.decision,
-        order_id: None,
-        client_id: None,
-        email: None,
-        title: None,
-        description: None,
-        callback_url: None,
-        metadata: json!({}),
-        created_at: T0,
         expires_at: c.expires_in.map(|e| T0 + e),
-        updated_at: T0,
-        completed_at: None,
-        closed_at: None,
+        ..tests::invoice(0)
     }
 }
 
-/// The payment in the daemon's terms, and the chain it is on.
-fn payment(c: &Case, n: usize) -> (Payment, usize) {
+/// The payment in the daemon's terms.
+fn payment(c: &Case, n: usize) -> Payment {
     let (option, amount, state, depth, rbf, seen, timed_out) = c.payments[n];
     // A payment no option takes: the other asset of the first option's chain.
     let (chain, asset) = match option.and_then(|k| c.options.get(k)) {
@@ -159,7 +140,7 @@ fn payment(c: &Case, n: usize) -> (Payment, usize) {
     };
     let tip = c.chains[chain].0;
     let height = (state == PaymentState::Confirmed).then(|| tip + 1 - depth);
-    let p = Payment {
+    Payment {
         chain: CHAINS[chain].into(),
         asset: ASSETS[asset].into(),
         txid: format!("tx{n}"),
@@ -173,8 +154,7 @@ fn payment(c: &Case, n: usize) -> (Payment, usize) {
         rbf,
         timed_out,
         confirmed_notified: false,
-    };
-    (p, chain)
+    }
 }
 
 fn model_of(c: &Case, inv: &Invoice, pays: &[Payment]) -> (String, Option<String>) {
@@ -238,7 +218,7 @@ proptest! {
     #[test]
     fn the_lifecycle_agrees_with_the_reference_model(c in case()) {
         let inv = invoice(&c);
-        let pays: Vec<Payment> = (0..c.payments.len()).map(|n| payment(&c, n).0).collect();
+        let pays: Vec<Payment> = (0..c.payments.len()).map(|n| payment(&c, n)).collect();
         let policies: Vec<Policy> = c.chains.iter().map(|&(_, _, w, l)| policy(w, l)).collect();
         let chains: Vec<ChainFacts<'_>> = (0..2)
             .map(|i| ChainFacts {

@@ -21,25 +21,15 @@
 //! not judged: the payments' timed-out flags are not in the API).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::str::FromStr;
 use std::time::Instant;
 
 use bitcoin::consensus::encode::deserialize_hex;
-use bitcoin::{Address, Block, Network, ScriptBuf, Transaction};
+use bitcoin::{Amount, Block, Denomination, ScriptBuf, Transaction};
 use serde_json::{Value, json};
 
 use super::model;
 use super::receiver::Receiver;
-use super::{Admin, Node, WAIT, unix_now};
-
-/// What one check saw, for the torture's figures.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Seen {
-    pub invoices: usize,
-    pub payments: usize,
-    pub deposits: usize,
-    pub events: usize,
-}
+use super::{Admin, Node, WAIT, script_of as script, unix_now};
 
 /// An output of the chain to one of settled's addresses.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,27 +39,24 @@ struct Transfer {
     height: Option<u64>,
 }
 
-/// The checker; it keeps the blocks it has read, by hash.
+/// The checker; it keeps the best chain it last read, block by block, and reads
+/// again only from where the node's differs.
 #[derive(Default)]
 pub struct Checker {
-    blocks: HashMap<String, Block>,
+    /// By height: the hash and the block (`None` until read).
+    best: Vec<Option<(String, Block)>>,
 }
+
+/// The transfers to each script, by (txid, output).
+type Transfers = HashMap<ScriptBuf, HashMap<(String, u32), Transfer>>;
 
 fn sats(text: &Value) -> u64 {
     let s = text
         .as_str()
         .unwrap_or_else(|| panic!("amount {text} is not a string"));
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    assert!(frac.len() <= 8, "{s} has more than 8 decimals");
-    format!("{int}{frac:0<8}").parse().unwrap()
-}
-
-fn script(address: &str) -> ScriptBuf {
-    Address::from_str(address)
-        .unwrap()
-        .require_network(Network::Regtest)
-        .unwrap()
-        .script_pubkey()
+    Amount::from_str_in(s, Denomination::Bitcoin)
+        .unwrap_or_else(|e| panic!("amount {s}: {e}"))
+        .to_sat()
 }
 
 /// Every page of a list method.
@@ -114,12 +101,12 @@ impl Checker {
         node: &Node,
         admin: &mut Admin,
         receiver: Option<&Receiver>,
-    ) -> Seen {
+    ) {
         let start = Instant::now();
         loop {
-            let (seen, bad) = self.check(node, admin, receiver).await;
+            let bad = self.check(node, admin, receiver).await;
             if bad.is_empty() {
-                return seen;
+                return;
             }
             if start.elapsed() > WAIT {
                 panic!(
@@ -132,13 +119,13 @@ impl Checker {
         }
     }
 
-    /// One comparison: what it saw, and every difference found.
+    /// One comparison: every difference found.
     pub async fn check(
         &mut self,
         node: &Node,
         admin: &mut Admin,
         receiver: Option<&Receiver>,
-    ) -> (Seen, Vec<String>) {
+    ) -> Vec<String> {
         let mut bad = Vec::new();
         // settled first, then the node: what the node says last is what settled must
         // have caught up with, and a difference is waited out by `assert_holds`.
@@ -166,8 +153,7 @@ impl Checker {
         }
         let evs = events(admin).await;
         let now = unix_now();
-        let chain = self.chain(node).await;
-        let tip = node.height().await;
+        let (tip, chain) = self.chain(node).await;
 
         if status["scanned_height"].as_u64() != Some(tip) {
             bad.push(format!(
@@ -176,11 +162,6 @@ impl Checker {
             ));
         }
         let synced_at = status["last_poll_at"].as_i64();
-        let mut seen = Seen {
-            invoices: invoices.len(),
-            events: evs.len(),
-            ..Seen::default()
-        };
 
         // Transfers to each invoice's address.
         for inv in &invoices {
@@ -195,7 +176,6 @@ impl Checker {
                 }
             }
             let pays = inv["payments"].as_array().unwrap();
-            seen.payments += pays.len();
             compare(&format!("invoice {id}"), &expected, pays, &mut bad);
             judge(inv, synced_at, now, &mut bad);
         }
@@ -207,7 +187,6 @@ impl Checker {
                 .cloned()
                 .unwrap_or_default();
             let list = &deposits[id];
-            seen.deposits += list.len();
             compare(&format!("deposit address {id}"), &expected, list, &mut bad);
             for d in list {
                 let credited = d["credited"] == json!(true);
@@ -231,12 +210,30 @@ impl Checker {
         if let Some(r) = receiver {
             check_deliveries(&evs, r, &mut bad);
         }
-        (seen, bad)
+        bad
     }
 
-    /// The node's best chain and mempool: every output, by script.
-    async fn chain(&mut self, node: &Node) -> HashMap<ScriptBuf, HashMap<(String, u32), Transfer>> {
-        let mut out: HashMap<ScriptBuf, HashMap<(String, u32), Transfer>> = HashMap::new();
+    /// The node's tip, and every output of its best chain and mempool, by script.
+    async fn chain(&mut self, node: &Node) -> (u64, Transfers) {
+        let tip = node.height().await;
+        // Walk down from the tip to the first block still as last read: only what a
+        // reorganisation or new blocks changed is fetched again.
+        self.best.truncate(tip as usize + 1);
+        for h in (0..=tip).rev() {
+            let hash = node.rpc("getblockhash", json!([h])).await;
+            let hash = hash.as_str().unwrap().to_string();
+            let at = h as usize;
+            if let Some(Some((known, _))) = self.best.get(at)
+                && *known == hash
+            {
+                break;
+            }
+            if self.best.len() <= at {
+                self.best.resize_with(at + 1, || None);
+            }
+            self.best[at] = Some((hash.clone(), node.block(&hash).await));
+        }
+        let mut out = Transfers::new();
         let mut add = |tx: &Transaction, height: Option<u64>| {
             let txid = tx.compute_txid().to_string();
             for (i, o) in tx.output.iter().enumerate() {
@@ -249,16 +246,14 @@ impl Checker {
                 );
             }
         };
-        let tip = node.height().await;
-        for h in 0..=tip {
-            let hash = node.rpc("getblockhash", json!([h])).await;
-            let hash = hash.as_str().unwrap().to_string();
-            if !self.blocks.contains_key(&hash) {
-                let b = node.block(&hash).await;
-                self.blocks.insert(hash.clone(), b);
-            }
-            for tx in &self.blocks[&hash].txdata {
-                add(tx, Some(h));
+        for (h, (_, block)) in self
+            .best
+            .iter()
+            .enumerate()
+            .filter_map(|(h, b)| Some((h, b.as_ref()?)))
+        {
+            for tx in &block.txdata {
+                add(tx, Some(h as u64));
             }
         }
         let mempool = node.rpc("getrawmempool", json!([])).await;
@@ -270,7 +265,7 @@ impl Checker {
             let tx: Transaction = deserialize_hex(hex.as_str().unwrap()).unwrap();
             add(&tx, None);
         }
-        out
+        (tip, out)
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod anvil;
 pub mod checker;
+pub mod http;
 pub mod model;
 pub mod proxy;
 pub mod receiver;
@@ -504,7 +505,8 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-fn script_of(address: &str) -> ScriptBuf {
+/// The output script paying `address` (regtest).
+pub fn script_of(address: &str) -> ScriptBuf {
     Address::from_str(address)
         .unwrap()
         .require_network(Network::Regtest)

@@ -3,13 +3,15 @@
 //! answer, a 500 or 503, an answer cut short or not JSON, an answer that never comes,
 //! or a switch to another node.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::free_port;
+use super::http::read_message;
 
 /// What the proxy does with each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,40 +37,8 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     target: Arc<Mutex<u16>>,
     /// Requests broken so far.
-    broken: Arc<Mutex<usize>>,
+    broken: Arc<AtomicUsize>,
     _tasks: JoinSet<()>,
-}
-
-/// One HTTP message: its head (start line and headers) and body.
-struct Message {
-    head: String,
-    body: Vec<u8>,
-}
-
-async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<Message> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let end = line == "\r\n" || line == "\n";
-        head.push_str(&line);
-        if end {
-            break;
-        }
-    }
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).await.ok()?;
-    Some(Message { head, body })
 }
 
 impl Proxy {
@@ -78,7 +48,7 @@ impl Proxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let target = Arc::new(Mutex::new(target));
-        let broken = Arc::new(Mutex::new(0));
+        let broken = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
         let (f, t, b) = (fault.clone(), target.clone(), broken.clone());
         tasks.spawn(async move {
@@ -113,7 +83,7 @@ impl Proxy {
 
     /// How many requests were broken so far.
     pub fn broken(&self) -> usize {
-        *self.broken.lock().unwrap()
+        self.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -121,7 +91,7 @@ async fn serve(
     stream: TcpStream,
     fault: Arc<Mutex<Fault>>,
     target: Arc<Mutex<u16>>,
-    broken: Arc<Mutex<usize>>,
+    broken: Arc<AtomicUsize>,
 ) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -131,7 +101,7 @@ async fn serve(
     while let Some(req) = read_message(&mut r).await {
         let f = *fault.lock().unwrap();
         if f != Fault::Pass {
-            *broken.lock().unwrap() += 1;
+            broken.fetch_add(1, Ordering::Relaxed);
         }
         let reply = |status: u16, body: &str| {
             format!(
@@ -171,16 +141,13 @@ async fn serve(
             upstream = Some((port, BufReader::new(s)));
         }
         let (_, up) = upstream.as_mut().unwrap();
-        let mut out = req.head.into_bytes();
-        out.extend_from_slice(&req.body);
-        if up.get_mut().write_all(&out).await.is_err() {
+        if up.get_mut().write_all(&req.bytes()).await.is_err() {
             return;
         }
         let Some(answer) = read_message(up).await else {
             return;
         };
-        let mut bytes = answer.head.into_bytes();
-        bytes.extend_from_slice(&answer.body);
+        let bytes = answer.bytes();
         match f {
             Fault::Reset | Fault::Truncate => {
                 let _ = w.write_all(&bytes[..bytes.len() / 2]).await;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::http::read_message;
 use super::{free_port, wait_for};
 
 /// One request as received.
@@ -153,36 +154,10 @@ async fn serve(
 ) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    loop {
-        let mut headers = HashMap::new();
-        let mut line = String::new();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            line.clear();
-            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some(m) = read_message(&mut r).await {
         let mut req = Request {
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            headers: m.headers(),
+            body: String::from_utf8_lossy(&m.body).into_owned(),
             status: None,
         };
         let answer = {
