@@ -79,6 +79,11 @@ impl From<StoreError> for RpcError {
                 IDEMPOTENCY,
                 "idempotency_key was already used with different params",
             ),
+            // The operator's to fix, and the caller's to retry: said as it is.
+            e @ (StoreError::Full(_) | StoreError::ReadOnly(_)) => {
+                tracing::error!("{e}");
+                RpcError::new(INTERNAL, e.to_string())
+            }
             StoreError::Internal(e) => internal(e),
         }
     }

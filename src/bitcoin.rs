@@ -233,6 +233,9 @@ impl Follower {
                 return Ok(());
             }
             let tip = self.node().block_count().await?;
+            // Known before the blocks are applied: a chain that cannot commit them (a
+            // full disk) shows how far behind it is.
+            self.ctx.chain.set_status(|s| s.node_height = Some(tip));
             if tip <= cur.height {
                 self.reorg(&cur).await?;
                 continue;

@@ -49,13 +49,33 @@ pub(crate) enum StoreError {
     NotAllowed(String),
     #[error("idempotency_key was used with different params")]
     IdempotencyConflict,
+    /// The disk under the database has no room: nothing of the write was kept, and
+    /// the same write succeeds once there is room again.
+    #[error("database full ({0}): nothing was written; settled carries on once there is space")]
+    Full(String),
+    /// The database cannot be written (its file or filesystem became read-only).
+    #[error("database read-only ({0}): nothing was written")]
+    ReadOnly(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.into())
+        StoreError::of_sqlite(e.sqlite_error_code(), e.to_string())
+            .unwrap_or_else(|| StoreError::Internal(e.into()))
+    }
+}
+
+impl StoreError {
+    /// The refusal SQLite's `code` means, for the conditions the operator must fix
+    /// outside settled; `None` for the others.
+    fn of_sqlite(code: Option<rusqlite::ErrorCode>, msg: String) -> Option<StoreError> {
+        match code? {
+            rusqlite::ErrorCode::DiskFull => Some(StoreError::Full(msg)),
+            rusqlite::ErrorCode::ReadOnly => Some(StoreError::ReadOnly(msg)),
+            _ => None,
+        }
     }
 }
 
@@ -192,17 +212,11 @@ impl Store {
         policies: HashMap<String, Policy>,
         outbox: Option<Outbox>,
     ) -> anyhow::Result<Store> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk before the API answers or a webhook is queued.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = schema::open(path)?;
         readers::keep_statements(&conn)?;
         // The writer's page cache: the indexes' hot pages stay in memory at a million
         // invoices (SQLite's default is 2 MiB).
         conn.pragma_update(None, "cache_size", -32_768)?;
-        schema::migrate(&mut conn)?;
         let (events_tx, _) = broadcast::channel(1024);
         let woken = AtomicI64::new(last_seq_of(&conn)?);
         let shared = Arc::new(Shared {

@@ -1,7 +1,11 @@
 //! The schema: versioned migrations, run by one function; `PRAGMA user_version`
 //! counts those already run.
 
-use rusqlite::{Connection, OptionalExtension};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 /// The migrations, in order: `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -340,7 +344,124 @@ CREATE INDEX events_deposit_address ON events(deposit_address_id, seq)
     WHERE deposit_address_id IS NOT NULL;
 ALTER TABLE deliveries RENAME COLUMN invoice_id TO owner_id;
 "#,
+    // settled's mark in the file's header (APPLICATION_ID), so that another program's
+    // database at its place is told from its own.
+    "PRAGMA application_id = 1398033476;",
 ];
+
+/// `PRAGMA application_id` of a settled database: "STLD".
+const APPLICATION_ID: i32 = 0x5354_4c44;
+
+/// Opens the database at `path` (creating it if there is none) to write, and migrates
+/// it. A file it refuses is left as it was found.
+pub(super) fn open(path: &Path) -> anyhow::Result<Connection> {
+    let beside = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let (wal, shm) = (beside("-wal"), beside("-shm"));
+    let made = (!wal.exists(), !shm.exists());
+    let conn = open_checked(path);
+    // SQLite makes its WAL and WAL-index beside the file as it opens it: when the file
+    // is refused, the ones it made are taken away again (a WAL only while empty: a
+    // commit is never thrown away).
+    if conn.is_err() {
+        if made.0 && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&wal);
+        }
+        if made.1 && !wal.exists() {
+            let _ = std::fs::remove_file(&shm);
+        }
+    }
+    conn
+}
+
+fn open_checked(path: &Path) -> anyhow::Result<Connection> {
+    check_file(path)?;
+    let opened = |what: &str| format!("database {}: {what}", path.display());
+    let mut conn = Connection::open(path).with_context(|| opened("cannot open it"))?;
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        anyhow::bail!(opened(
+            "SQLite can only read it (read-only): settled writes every change there"
+        ));
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .with_context(|| opened("cannot read it"))?;
+    // FULL: a commit is on disk before the API answers or a webhook is queued.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&mut conn).with_context(|| opened("cannot migrate it"))?;
+    Ok(conn)
+}
+
+/// Refuses, before anything writes to it, a file at the database's place that settled
+/// must not touch: one it cannot write, one that is not SQLite, another program's
+/// database. Reads only.
+fn check_file(path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    let mut file = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.with_context(|| format!("database {shown}"))?,
+    };
+    // Opening to write changes nothing, and tells a read-only file or filesystem
+    // even to root, whom permissions do not stop.
+    if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
+        anyhow::bail!(
+            "database {shown} is read-only ({e}): settled writes every change there; \
+             make it writable and start again"
+        );
+    }
+    let mut header = [0u8; 100];
+    match file.read_exact(&mut header) {
+        // An empty file is a new database to SQLite too.
+        Err(_) if file.metadata()?.len() == 0 => return Ok(()),
+        Err(_) => header[0] = 0,
+        Ok(()) => {}
+    }
+    if &header[..16] != b"SQLite format 3\0" {
+        anyhow::bail!(
+            "database {shown} is not a SQLite database (it does not begin with SQLite's \
+             header): refusing to touch it; move it away or set data_dir elsewhere"
+        );
+    }
+    // The header's copy may be behind the WAL: only another program's mark is sure.
+    match i32::from_be_bytes(header[68..72].try_into().unwrap()) {
+        0 | APPLICATION_ID => {}
+        other => anyhow::bail!(
+            "database {shown} is not a settled database (another program's: its \
+             application_id is {other:#x}): refusing to touch it"
+        ),
+    }
+    let read = || -> rusqlite::Result<(i32, i32, Vec<String>)> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let pragma = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, i32>(0));
+        let (application_id, user_version) = (pragma("application_id")?, pragma("user_version")?);
+        let mut st = conn.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?;
+        let tables = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok((application_id, user_version, tables))
+    };
+    let (application_id, user_version, tables) =
+        read().with_context(|| format!("database {shown}"))?;
+    if application_id == APPLICATION_ID {
+        return Ok(());
+    }
+    // Unmarked: new, or made by a release before the mark, or another program's.
+    let ours = ["invoices", "cursors"]
+        .iter()
+        .all(|t| tables.iter().any(|n| n == t));
+    if tables.is_empty() && user_version == 0 || ours && user_version > 0 {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "database {shown} is not a settled database (it holds the tables {} and no \
+         settled schema): refusing to touch it; move it away or set data_dir elsewhere",
+        tables.join(", ")
+    )
+}
 
 /// Runs the migrations not yet run, each in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -379,6 +500,37 @@ mod tests {
     use super::*;
     use crate::amount::U256;
     use crate::invoice::{Mode, Reason, Status};
+
+    /// A database of a release before the mark in its header is opened and marked;
+    /// another program's is refused and left as it was.
+    #[test]
+    fn a_file_is_told_settled_by_its_mark_or_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let conn = Connection::open(&old).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(8) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        drop(conn);
+        let conn = open(&old).unwrap();
+        let mark: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mark, APPLICATION_ID);
+        drop(conn);
+        open(&old).unwrap();
+
+        let other = dir.path().join("other.db");
+        let conn = Connection::open(&other).unwrap();
+        conn.execute_batch("PRAGMA user_version = 3; CREATE TABLE invoices (x);")
+            .unwrap();
+        drop(conn);
+        let bytes = std::fs::read(&other).unwrap();
+        let e = open(&other).unwrap_err().to_string();
+        assert!(e.contains("not a settled database"), "{e}");
+        assert_eq!(std::fs::read(&other).unwrap(), bytes);
+    }
 
     /// A database of the last release (three migrations) with payments in it.
     fn last_release() -> Connection {

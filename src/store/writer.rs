@@ -26,7 +26,32 @@ trait Pending: Send {
     /// Runs the write; `true` if it succeeded (and its savepoint is kept).
     fn run(&mut self, shared: &Shared, conn: &Connection) -> bool;
     /// Answers the caller: its result if the commit holding it is durable, else why not.
-    fn answer(self: Box<Self>, commit: Result<(), String>);
+    fn answer(self: Box<Self>, commit: Result<(), Failed>);
+}
+
+/// Why a group's transaction kept nothing: SQLite's code, to tell the operator's
+/// conditions (a full disk, a read-only file) from the rest.
+#[derive(Debug, Clone)]
+struct Failed {
+    code: Option<rusqlite::ErrorCode>,
+    msg: String,
+}
+
+impl From<rusqlite::Error> for Failed {
+    fn from(e: rusqlite::Error) -> Self {
+        Failed {
+            code: e.sqlite_error_code(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+impl From<Failed> for StoreError {
+    fn from(f: Failed) -> Self {
+        StoreError::of_sqlite(f.code, f.msg.clone()).unwrap_or_else(|| {
+            StoreError::Internal(anyhow::anyhow!("database commit failed: {}", f.msg))
+        })
+    }
 }
 
 struct Job<F, T> {
@@ -52,10 +77,12 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, commit: Result<(), String>) {
+    fn answer(self: Box<Self>, commit: Result<(), Failed>) {
         let result = match (commit, self.result) {
             (Ok(()), Some(r)) => r,
-            (Err(e), _) => Err(anyhow::anyhow!("database commit failed: {e}").into()),
+            // Its own refusal says more than the commit it brought down.
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(e.into()),
             (Ok(()), None) => Err(anyhow::anyhow!("the write was not run").into()),
         };
         // The caller may have gone (its thread ended): nothing to tell then.
@@ -139,7 +166,7 @@ fn run(mut conn: Connection, shared: &Shared, counts: &Counts, jobs: Receiver<Bo
             group.push(next);
         }
         let commit = commit_group(&mut conn, shared, &mut group);
-        if commit == Ok(true) {
+        if matches!(commit, Ok(true)) {
             counts.commits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("settled_db_commits_total").increment(1);
             shared.wake(&conn);
@@ -158,31 +185,40 @@ fn commit_group(
     conn: &mut Connection,
     shared: &Shared,
     group: &mut [Box<dyn Pending>],
-) -> Result<bool, String> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
-    let run = |sql: &str| {
-        tx.prepare_cached(sql)
-            .and_then(|mut st| st.execute([]))
-            .map_err(|e| e.to_string())
+) -> Result<bool, Failed> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut st| st.execute([]));
+    // SQLite may roll the whole transaction back by itself when a statement fails (a
+    // full disk, an I/O error): whatever ran after that would commit alone, so the
+    // group stops there and keeps nothing.
+    let ended = || Failed {
+        code: None,
+        msg: "SQLite rolled the transaction back after an error".into(),
     };
     // A job alone needs no savepoint (whose journal copies every page it changes): if
     // it is refused, the whole transaction is its own to roll back.
     if let [job] = group {
-        return match job.run(shared, &tx) {
-            true => tx.commit().map(|()| true).map_err(|e| e.to_string()),
-            false => tx.rollback().map(|()| false).map_err(|e| e.to_string()),
+        let ok = job.run(shared, &tx);
+        if tx.is_autocommit() {
+            return Err(ended());
+        }
+        return match ok {
+            true => tx.commit().map(|()| true).map_err(Failed::from),
+            false => tx.rollback().map(|()| false).map_err(Failed::from),
         };
     }
     for job in group.iter_mut() {
         run("SAVEPOINT job")?;
-        if !job.run(shared, &tx) {
+        let ok = job.run(shared, &tx);
+        if tx.is_autocommit() {
+            return Err(ended());
+        }
+        if !ok {
             run("ROLLBACK TO job")?;
         }
         run("RELEASE job")?;
     }
-    tx.commit().map(|()| true).map_err(|e| e.to_string())
+    tx.commit().map(|()| true).map_err(Failed::from)
 }
 
 #[cfg(test)]
@@ -260,6 +296,45 @@ mod tests {
         assert_eq!(counts.commits.load(Ordering::SeqCst) - before, 2);
         let kept: Vec<u64> = (1..N).filter(|h| h % 4 != 0).collect();
         assert_eq!(heights(&store), kept);
+    }
+
+    /// A full disk (here: a page limit) and a read-only database are told apart from
+    /// other failures and keep nothing; once there is room, writes succeed again.
+    #[test]
+    fn a_full_or_read_only_database_is_said_so_and_keeps_nothing() {
+        let (_dir, store) = store();
+        insert_block(&store, 1, false).unwrap();
+        let limit = |pages: i64| {
+            store.write(move |_, conn| {
+                conn.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+        };
+        let pages: i64 = store
+            .write(|_, conn| Ok(conn.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .unwrap();
+        limit(pages).unwrap();
+        let big = store.write(|_, conn| {
+            let pad = "x".repeat(64 * 1024);
+            conn.execute(
+                "INSERT INTO blocks (chain, height, hash) VALUES ('t', 2, ?1)",
+                [pad],
+            )?;
+            Ok(())
+        });
+        assert!(matches!(big, Err(StoreError::Full(_))), "{big:?}");
+        limit(1 << 30).unwrap();
+        insert_block(&store, 2, false).unwrap();
+
+        store
+            .write(|_, conn| Ok(conn.pragma_update(None, "query_only", true)?))
+            .unwrap();
+        let refused = insert_block(&store, 3, false);
+        assert!(
+            matches!(refused, Err(StoreError::ReadOnly(_))),
+            "{refused:?}"
+        );
+        assert_eq!(heights(&store), [1, 2]);
     }
 
     /// A read never waits for the writer, even while a write is in the middle of its
