@@ -2,6 +2,9 @@
 //! outputs, payments signed here (the node has no wallet), sent and fetched through a
 //! kept-alive JSON-RPC client with batches.
 
+// Shared by the benches; each uses a part.
+#![allow(dead_code)]
+
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{All, Message, Secp256k1, SecretKey};
