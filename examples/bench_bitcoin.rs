@@ -22,7 +22,7 @@ mod settled;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Admin, Daemon, Node, descriptor, free_port};
+use common::{Admin, Daemon, descriptor, free_port};
 use load::{Coins, Gate, Rpc};
 use serde_json::{Value, json};
 use settled::{Lean, configure, create, create_deposits};
@@ -137,19 +137,7 @@ async fn main() {
     };
 
     let zmq = format!("tcp://127.0.0.1:{}", free_port());
-    let node = Node::start_with(&[
-        &format!("-zmqpubsequence={zmq}"),
-        "-maxmempool=2000",
-        // Regtest checks the whole mempool after every transaction by default (a
-        // debugging aid that makes filling it quadratic: 2,000 transactions took 13 s
-        // into an empty mempool and 230 s into one of 6,000), and the whole block
-        // index after every block. Mainnet does neither.
-        "-checkmempool=0",
-        "-checkblockindex=0",
-        "-rpcthreads=16",
-        "-rpcworkqueue=256",
-    ])
-    .await;
+    let node = settled::node(&zmq, &["-maxmempool=2000"]).await;
     let rpc = Rpc::new(&node.url());
     let need =
         z.blocks * z.block_txs + z.get_blocks * z.block_txs + z.mempool_restart + z.samples + 1000;
@@ -734,7 +722,6 @@ async fn gets(
 /// `samples` payments sent one by one, each timed from `sendrawtransaction` to its
 /// `payment.detected` event on a subscription: p50 and p99 in ms.
 async fn detection(daemon: &Daemon, rpc: &Rpc, coins: &mut Coins, samples: usize) -> (f64, f64) {
-    let mut admin = daemon.admin().await;
     // Invoices of their own for the samples.
     let mut by_address = HashMap::new();
     let mut creator = daemon.admin().await;
@@ -745,15 +732,7 @@ async fn detection(daemon: &Daemon, rpc: &Rpc, coins: &mut Coins, samples: usize
             inv["id"].as_str().unwrap().to_string(),
         );
     }
-    let last = creator.ok("daemon.status", json!({})).await["events_last_seq"].clone();
-    admin
-        .send_line(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe",
-                    "params": {"after_seq": last}})
-            .to_string(),
-        )
-        .await;
-    admin.read().await.unwrap();
+    let mut admin = settled::subscribed(daemon).await;
     let mut lat = Vec::new();
     for (address, id) in &by_address {
         let tx = coins.payments(&[Some(address.as_str())]);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Node, free_port};
+use common::{Daemon, free_port};
 use load::{Coins, Rpc};
 use serde_json::{Value, json};
 use settled::{Lean, configure, create};
@@ -113,14 +113,7 @@ async fn main() {
         z.clients, z.open, z.blocks, z.block_txs, z.paid_per_block
     );
     let zmq = format!("tcp://127.0.0.1:{}", free_port());
-    let node = Node::start_with(&[
-        &format!("-zmqpubsequence={zmq}"),
-        "-checkmempool=0",
-        "-checkblockindex=0",
-        "-rpcthreads=16",
-        "-rpcworkqueue=256",
-    ])
-    .await;
+    let node = settled::node(&zmq, &[]).await;
     let rpc = Rpc::new(&node.url());
     let mut coins = Coins::fund(&rpc, z.blocks * z.block_txs + 100).await;
     let mut daemon = configure(&node, &node.url(), &zmq, rpc.height().await + 1);
@@ -247,16 +240,7 @@ async fn crowd(
 /// When each payment's `payment.confirmed` arrived, by txid, from a subscription of
 /// its own that starts now.
 async fn subscribe(daemon: &Daemon) -> Arc<Mutex<HashMap<String, Instant>>> {
-    let mut admin = daemon.admin().await;
-    let last = admin.ok("daemon.status", json!({})).await["events_last_seq"].clone();
-    admin
-        .send_line(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe",
-                    "params": {"after_seq": last}})
-            .to_string(),
-        )
-        .await;
-    admin.read().await.unwrap();
+    let mut admin = settled::subscribed(daemon).await;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let into = seen.clone();
     tokio::spawn(async move {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::checker::Checker;
-use common::{Admin, Daemon, Node, Payer, wait_for};
+use common::{Daemon, Node, Payer, wait_for};
 use serde_json::{Value, json};
 
 /// A tmpfs of `size` mounted at a directory for the test's life.
@@ -80,21 +80,6 @@ fn is_full(e: &Value) -> bool {
             .is_some_and(|m| m.contains("database full"))
 }
 
-async fn invoice_count(admin: &mut Admin) -> usize {
-    let mut n = 0;
-    let mut cursor = Value::Null;
-    loop {
-        let page = admin
-            .ok("invoice.list", json!({"limit": 500, "cursor": cursor}))
-            .await;
-        n += page["invoices"].as_array().unwrap().len();
-        cursor = page["next_cursor"].clone();
-        if cursor.is_null() {
-            return n;
-        }
-    }
-}
-
 /// A settled whose data directory is a fresh tmpfs of `size`; started.
 async fn daemon_on_tmpfs(node: &Node, size: &str) -> (Daemon, Tmpfs) {
     let mut daemon = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", "");
@@ -144,7 +129,7 @@ async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
         .await
         .unwrap_err();
     assert!(is_full(&small), "a small create on a full disk: {small}");
-    assert_eq!(invoice_count(&mut admin).await, 1 + acknowledged);
+    assert_eq!(admin.count_invoices().await, 1 + acknowledged);
 
     // Blocks paying the invoice: the follower cannot commit them, stops and says so.
     let status = loop {
@@ -179,7 +164,7 @@ async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
         .wait_status(paid["id"].as_str().unwrap(), "COMPLETED")
         .await;
     admin.invoice(json!({"amount": "0.001"})).await;
-    assert_eq!(invoice_count(&mut admin).await, 2 + acknowledged);
+    assert_eq!(admin.count_invoices().await, 2 + acknowledged);
     Checker::new().assert_holds(&node, &mut admin, None).await;
 }
 

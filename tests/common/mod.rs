@@ -888,6 +888,22 @@ impl Admin {
         all.iter().filter(|e| e["type"] == kind).count()
     }
 
+    /// How many invoices `invoice.list` gives, page by page.
+    pub async fn count_invoices(&mut self) -> usize {
+        let mut listed = 0;
+        let mut cursor = Value::Null;
+        loop {
+            let page = self
+                .ok("invoice.list", json!({"limit": 1000, "cursor": cursor}))
+                .await;
+            listed += page["invoices"].as_array().unwrap().len();
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                return listed;
+            }
+        }
+    }
+
     /// Waits until the chain's `chain.status` entry satisfies `pred`, returning it.
     pub async fn wait_chain(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
