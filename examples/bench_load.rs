@@ -3,9 +3,11 @@
 //! first with no block in sight, then while full blocks paying some of the invoices
 //! arrive. Prints the requests per second, the latency of `invoice.get` and
 //! `invoice.create` (p50, p99, max) in both spans, and the block-to-event latency:
-//! from the node having the block (`generatetoaddress` answered) to the last
-//! `payment.confirmed` of the block's payments on an `events.subscribe` stream,
-//! beside its floor from the same run, the node's raw fetch of the same block.
+//! from the node having the block (`generatetoaddress` answered; its transactions
+//! were in the mempool and detected before) to the last `payment.confirmed` of the
+//! block's payments on an `events.subscribe` stream,
+//! beside its floor from the same run, the node's raw fetch of the same block, and
+//! beside the same latency of blocks that arrive once the crowd has gone.
 //! `--short` runs it small, as CI's smoke test: its figures mean nothing.
 
 #[path = "../tests/common/mod.rs"]
@@ -30,6 +32,8 @@ struct Sizes {
     /// Invoices made before the crowd comes, read by it.
     open: usize,
     blocks: usize,
+    /// Blocks after the crowd has gone.
+    alone_blocks: usize,
     block_txs: usize,
     /// Payments to invoices in each block (the rest pay elsewhere).
     paid_per_block: usize,
@@ -43,6 +47,7 @@ impl Sizes {
             clients: 32,
             open: 20_000,
             blocks: 10,
+            alone_blocks: 5,
             block_txs: 1_000,
             paid_per_block: 50,
             quiet_secs: 10,
@@ -54,6 +59,7 @@ impl Sizes {
             clients: 32,
             open: 500,
             blocks: 2,
+            alone_blocks: 1,
             block_txs: 50,
             paid_per_block: 5,
             quiet_secs: 1,
@@ -115,7 +121,7 @@ async fn main() {
     let zmq = format!("tcp://127.0.0.1:{}", free_port());
     let node = settled::node(&zmq, &[]).await;
     let rpc = Rpc::new(&node.url());
-    let mut coins = Coins::fund(&rpc, z.blocks * z.block_txs + 100).await;
+    let mut coins = Coins::fund(&rpc, (z.blocks + z.alone_blocks) * z.block_txs + 100).await;
     let mut daemon = configure(&node, &node.url(), &zmq, rpc.height().await + 1);
     daemon.restart().await;
     let open = create(&daemon, 8, z.open.div_ceil(8)).await;
@@ -130,51 +136,74 @@ async fn main() {
     })
     .await;
 
-    let confirmed = subscribe(&daemon).await;
-    let mut hashes = Vec::new();
-    let mut lags = Vec::new();
+    let seen = subscribe(&daemon).await;
+    let mut to_pay = open.iter().map(|i| i["address"].as_str().unwrap());
+    let mut under_crowd = Vec::new();
     let busy = crowd(&daemon, &ids, z.clients, async {
-        let mut to_pay = open.iter().map(|i| i["address"].as_str().unwrap());
-        for _ in 0..z.blocks {
-            let to: Vec<Option<&str>> = (0..z.block_txs)
-                .map(|i| (i < z.paid_per_block).then(|| to_pay.next()).flatten())
-                .collect();
-            let txs = coins.payments(&to);
-            let paid: Vec<String> = txs[..z.paid_per_block]
-                .iter()
-                .map(|t| t.compute_txid().to_string())
-                .collect();
-            rpc.send_all(&txs).await;
-            let hash = rpc.mine(1, &coins.address).await.remove(0);
-            let mined = Instant::now();
-            let last = wait_confirmed(&confirmed, &paid).await;
-            lags.push(last.duration_since(mined).as_secs_f64() * 1000.0);
-            hashes.push(hash);
-        }
+        under_crowd = blocks(&rpc, &mut coins, &mut to_pay, &seen, &z, z.blocks).await;
     })
     .await;
+    // The same blocks with the crowd gone: what the crowd adds.
+    let alone = blocks(&rpc, &mut coins, &mut to_pay, &seen, &z, z.alone_blocks).await;
 
-    // The floor: the node's raw fetch of the same blocks.
-    let mut floor = Vec::new();
-    for h in &hashes {
-        let t = Instant::now();
-        rpc.call("getblock", json!([h, 0])).await;
-        floor.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let (lags, floor) = (sorted(lags), sorted(floor));
     quiet.print(&format!("{} clients, no block", z.clients));
     busy.print(&format!("{} clients, blocks arriving", z.clients));
-    println!(
-        "  block to its last payment.confirmed: p50 {:.1} ms ({:.1}x the raw fetch floor \
-         of {:.2} ms), max {:.1} ms, over {} blocks of {} txs",
-        at(&lags, 50),
-        at(&lags, 50) / at(&floor, 50),
-        at(&floor, 50),
-        lags.last().unwrap(),
-        lags.len(),
-        z.block_txs
-    );
+    for (what, lags) in [("with the crowd", under_crowd), ("alone", alone)] {
+        // The floor: the node's raw fetch of the same blocks.
+        let mut floor = Vec::new();
+        for (h, _) in &lags {
+            let t = Instant::now();
+            rpc.call("getblock", json!([h, 0])).await;
+            floor.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let lags = sorted(lags.into_iter().map(|(_, l)| l).collect());
+        let floor = sorted(floor);
+        println!(
+            "  block to its last payment.confirmed, {what}: p50 {:.1} ms ({:.1}x the raw \
+             fetch floor of {:.2} ms), max {:.1} ms, over {} blocks of {} txs",
+            at(&lags, 50),
+            at(&lags, 50) / at(&floor, 50),
+            at(&floor, 50),
+            lags.last().unwrap(),
+            lags.len(),
+            z.block_txs
+        );
+    }
     drop(daemon);
+}
+
+/// `n` blocks of `z.block_txs` transactions, the last `z.paid_per_block` of each
+/// paying the next addresses of `to_pay`, sent to the mempool and, once detected, mined: each
+/// block's hash and the ms from its mining to its payments' last `payment.confirmed`.
+async fn blocks<'a>(
+    rpc: &Rpc,
+    coins: &mut Coins,
+    to_pay: &mut impl Iterator<Item = &'a str>,
+    seen: &Seen,
+    z: &Sizes,
+    n: usize,
+) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        // The payments last: once settled has seen them, it has taken in the rest of
+        // the mempool too, and the figure is the block's alone.
+        let first_paid = z.block_txs - z.paid_per_block;
+        let to: Vec<Option<&str>> = (0..z.block_txs)
+            .map(|i| (i >= first_paid).then(|| to_pay.next()).flatten())
+            .collect();
+        let txs = coins.payments(&to);
+        let paid: Vec<String> = txs[first_paid..]
+            .iter()
+            .map(|t| t.compute_txid().to_string())
+            .collect();
+        rpc.send_all(&txs).await;
+        wait_seen(seen, "payment.detected", &paid).await;
+        let hash = rpc.mine(1, &coins.address).await.remove(0);
+        let mined = Instant::now();
+        let last = wait_seen(seen, "payment.confirmed", &paid).await;
+        out.push((hash, last.duration_since(mined).as_secs_f64() * 1000.0));
+    }
+    out
 }
 
 /// `clients` lean clients, each one create for every four `invoice.get` of `ids`,
@@ -237,43 +266,44 @@ async fn crowd(
     span
 }
 
-/// When each payment's `payment.confirmed` arrived, by txid, from a subscription of
-/// its own that starts now.
-async fn subscribe(daemon: &Daemon) -> Arc<Mutex<HashMap<String, Instant>>> {
+/// When each payment event arrived, by (type, txid).
+type Seen = Mutex<HashMap<(String, String), Instant>>;
+
+/// The payment events from now on, as they arrive, from a subscription of its own.
+async fn subscribe(daemon: &Daemon) -> Arc<Seen> {
     let mut admin = settled::subscribed(daemon).await;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let into = seen.clone();
     tokio::spawn(async move {
         while let Some(msg) = admin.read().await {
             let ev: &Value = &msg["params"];
-            if ev["type"] == "payment.confirmed"
-                && let Some(txid) = ev["data"]["payment"]["txid"].as_str()
+            if let (Some(kind), Some(txid)) =
+                (ev["type"].as_str(), ev["data"]["payment"]["txid"].as_str())
             {
-                into.lock()
-                    .unwrap()
-                    .insert(txid.to_string(), Instant::now());
+                let key = (kind.to_string(), txid.to_string());
+                into.lock().unwrap().insert(key, Instant::now());
             }
         }
     });
     seen
 }
 
-/// Waits until every one of `txids` is confirmed; when the last of them was.
-async fn wait_confirmed(seen: &Mutex<HashMap<String, Instant>>, txids: &[String]) -> Instant {
+/// Waits until every one of `txids` has had its `kind` event; when the last came.
+async fn wait_seen(seen: &Seen, kind: &str, txids: &[String]) -> Instant {
     let t = Instant::now();
     loop {
-        if let Some(last) = {
+        if let Some(all) = {
             let seen = seen.lock().unwrap();
             txids
                 .iter()
-                .map(|t| seen.get(t).copied())
+                .map(|t| seen.get(&(kind.to_string(), t.clone())).copied())
                 .collect::<Option<Vec<_>>>()
         } {
-            return last.into_iter().max().unwrap();
+            return all.into_iter().max().unwrap();
         }
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "the block's payments were not confirmed"
+            "the block's payments had no {kind}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
