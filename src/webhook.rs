@@ -119,8 +119,11 @@ async fn settle(store: &Arc<Store>, cfg: &WebhookSettings, d: Due, a: Attempt) {
         .blocking(move |s| s.record_attempt(&d, &a, retry_at))
         .await
     {
-        // Not recorded: the delivery stays pending and is attempted again.
-        tracing::error!("webhooks: recording an attempt: {e}");
+        // Not recorded: the delivery stays pending and is attempted again, after a
+        // pause. The store is refusing writes (a full disk, say): trying again at once
+        // would send the receiver the same event as fast as it answers.
+        tracing::error!("webhooks: recording an attempt: {e}; sending again in {IDLE:?}");
+        tokio::time::sleep(IDLE).await;
     }
 }
 

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::checker::Checker;
+use common::receiver::Receiver;
 use common::{Daemon, Node, Payer, wait_for};
 use serde_json::{Value, json};
 
@@ -80,9 +82,10 @@ fn is_full(e: &Value) -> bool {
             .is_some_and(|m| m.contains("database full"))
 }
 
-/// A settled whose data directory is a fresh tmpfs of `size`; started.
-async fn daemon_on_tmpfs(node: &Node, size: &str) -> (Daemon, Tmpfs) {
-    let mut daemon = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", "");
+/// A settled whose data directory is a fresh tmpfs of `size`, with `extra` config
+/// lines after its chain's; started.
+async fn daemon_on_tmpfs(node: &Node, size: &str, extra: &str) -> (Daemon, Tmpfs) {
+    let mut daemon = Daemon::configure(node, "rpc_user = \"test\"\nrpc_password = \"test\"", extra);
     let disk = Tmpfs::mount(&daemon.dir.path().join("data"), size);
     daemon.restart().await;
     (daemon, disk)
@@ -92,9 +95,25 @@ async fn daemon_on_tmpfs(node: &Node, size: &str) -> (Daemon, Tmpfs) {
 async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
     let node = Node::start().await;
     let mut payer = Payer::fund(&node).await;
-    let (mut daemon, disk) = daemon_on_tmpfs(&node, "16m").await;
+    // Webhooks failing, so that a delivery is being retried when the disk fills.
+    let receiver = Receiver::start().await;
+    receiver.answer(|_, _| Some((500, Duration::ZERO)));
+    let keys = tempfile::tempdir().unwrap();
+    let secret = common::webhook_secret(keys.path(), "disk-faults-secret-0123456789");
+    let webhook = format!(
+        "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\nfirst_retry_ms = 100\nmax_retry_interval = 1\n",
+        receiver.url(),
+        secret.display()
+    );
+    let (mut daemon, disk) = daemon_on_tmpfs(&node, "16m", &webhook).await;
     let mut admin = daemon.admin().await;
     let paid = admin.invoice(json!({"amount": "0.01"})).await;
+    let created = admin.events_of(paid["id"].as_str().unwrap()).await[0]["id"].clone();
+    wait_for("a delivery refused", || {
+        let n = receiver.requests().len();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
     let address = paid["address"].as_str().unwrap().to_string();
     let filler = disk.0.join("filler");
     fill(&filler);
@@ -129,6 +148,21 @@ async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
         .await
         .unwrap_err();
     assert!(is_full(&small), "a small create on a full disk: {small}");
+    // The receiver takes the event now, and settled cannot record that it did.
+    receiver.answer(|_, _| Some((200, Duration::ZERO)));
+    let delivered = |receiver: &Receiver| {
+        let accepted = receiver.accepted();
+        accepted
+            .iter()
+            .filter(|r| json!(r.event_id()) == created)
+            .count()
+    };
+    wait_for("the event delivered on a full disk", || {
+        let n = delivered(&receiver);
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let full_since = Instant::now();
     assert_eq!(admin.count_invoices().await, 1 + acknowledged);
 
     // Blocks paying the invoice: the follower cannot commit them, stops and says so.
@@ -154,6 +188,15 @@ async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
     assert!(status["scanned_height"].as_u64() < Some(tip));
     assert!(status["lag_blocks"].as_u64() > Some(0), "{status}");
 
+    // An unrecorded delivery is sent again, but not as fast as the receiver answers.
+    let full_for = full_since.elapsed().as_secs_f64();
+    let sent = delivered(&receiver);
+    eprintln!("the created event delivered {sent} times in {full_for:.1} s of a full disk");
+    assert!(
+        (sent as f64) < 3.0 + full_for * 2.0,
+        "the created event delivered {sent} times in {full_for:.1} s of a full disk"
+    );
+
     // Space comes back: everything carries on without a restart.
     std::fs::remove_file(&filler).unwrap();
     admin.wait_scanned(tip).await;
@@ -165,7 +208,9 @@ async fn a_full_disk_refuses_writes_and_carries_on_when_space_comes_back() {
         .await;
     admin.invoice(json!({"amount": "0.001"})).await;
     assert_eq!(admin.count_invoices().await, 2 + acknowledged);
-    Checker::new().assert_holds(&node, &mut admin, None).await;
+    Checker::new()
+        .assert_holds(&node, &mut admin, Some(&receiver))
+        .await;
 }
 
 /// Waits for the daemon to end by itself; returns its log.
@@ -183,7 +228,7 @@ async fn refused_at_start(daemon: &mut Daemon) -> String {
 async fn a_read_only_database_is_refused_at_start_and_left_alone() {
     let node = Node::start().await;
     Payer::fund(&node).await;
-    let (mut daemon, disk) = daemon_on_tmpfs(&node, "64m").await;
+    let (mut daemon, disk) = daemon_on_tmpfs(&node, "64m", "").await;
     let id = daemon
         .admin()
         .await
@@ -218,7 +263,7 @@ async fn a_corrupt_or_foreign_database_is_refused_at_start_and_left_alone() {
     let node = Node::start().await;
     Payer::fund(&node).await;
     // settled's own database, whose first page (the schema) is damaged.
-    let (mut daemon, disk) = daemon_on_tmpfs(&node, "64m").await;
+    let (mut daemon, disk) = daemon_on_tmpfs(&node, "64m", "").await;
     daemon
         .admin()
         .await
