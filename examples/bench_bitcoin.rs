@@ -715,7 +715,7 @@ async fn gets(
         lat.extend(c.await.unwrap());
     }
     lat.sort_by(f64::total_cmp);
-    let p99 = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
+    let p99 = settled::quantile(&lat, 99);
     (lat.len() as f64 / secs, p99, *lat.last().unwrap())
 }
 
@@ -748,7 +748,7 @@ async fn detection(daemon: &Daemon, rpc: &Rpc, coins: &mut Coins, samples: usize
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
-    let at = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
+    let at = |q: usize| settled::quantile(&lat, q);
     (at(50), at(99))
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::{Daemon, free_port};
 use load::{Coins, Rpc};
 use serde_json::{Value, json};
-use settled::{Lean, configure, create};
+use settled::{Lean, configure, create, quantile};
 
 struct Sizes {
     clients: usize,
@@ -93,16 +93,12 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-fn at(sorted: &[f64], q: usize) -> f64 {
-    sorted[(sorted.len() * q / 100).min(sorted.len() - 1)]
-}
-
 fn quantiles(v: &[f64]) -> String {
     let v = sorted(v.to_vec());
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} calls)",
-        at(&v, 50),
-        at(&v, 99),
+        quantile(&v, 50),
+        quantile(&v, 99),
         v.last().unwrap(),
         v.len()
     )
@@ -161,9 +157,9 @@ async fn main() {
         println!(
             "  block to its last payment.confirmed, {what}: p50 {:.1} ms ({:.1}x the raw \
              fetch floor of {:.2} ms), max {:.1} ms, over {} blocks of {} txs",
-            at(&lags, 50),
-            at(&lags, 50) / at(&floor, 50),
-            at(&floor, 50),
+            quantile(&lags, 50),
+            quantile(&lags, 50) / quantile(&floor, 50),
+            quantile(&floor, 50),
             lags.last().unwrap(),
             lags.len(),
             z.block_txs

@@ -7,6 +7,11 @@ use serde_json::{Value, json};
 
 use crate::common::{Admin, Daemon, Node, descriptor};
 
+/// The `q`th percentile of `sorted` (ascending).
+pub fn quantile(sorted: &[f64], q: usize) -> f64 {
+    sorted[(sorted.len() * q / 100).min(sorted.len() - 1)]
+}
+
 /// The bench's regtest Core, publishing `zmq_sequence` at `zmq`, with `extra` args.
 pub async fn node(zmq: &str, extra: &[&str]) -> Node {
     let mut args = vec![

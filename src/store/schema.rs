@@ -381,11 +381,6 @@ fn open_checked(path: &Path) -> anyhow::Result<Connection> {
     check_file(path)?;
     let opened = |what: &str| format!("database {}: {what}", path.display());
     let mut conn = Connection::open(path).with_context(|| opened("cannot open it"))?;
-    if conn.is_readonly(rusqlite::MAIN_DB)? {
-        anyhow::bail!(opened(
-            "SQLite can only read it (read-only): settled writes every change there"
-        ));
-    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .with_context(|| opened("cannot read it"))?;
     // FULL: a commit is on disk before the API answers or a webhook is queued.
@@ -397,22 +392,31 @@ fn open_checked(path: &Path) -> anyhow::Result<Connection> {
 }
 
 /// Refuses, before anything writes to it, a file at the database's place that settled
-/// must not touch: one it cannot write, one that is not SQLite, another program's
-/// database. Reads only.
+/// must not or cannot use: one it cannot write, one that is not SQLite, another
+/// program's database. Reads only.
 fn check_file(path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
-    let mut file = match std::fs::File::open(path) {
+    // Opened to write, which changes nothing and tells a read-only file or filesystem
+    // even to root, whom permissions do not stop.
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            anyhow::bail!(
+                "database {shown} is read-only ({e}): settled writes every change there; \
+                 make it writable and start again"
+            )
+        }
         r => r.with_context(|| format!("database {shown}"))?,
     };
-    // Opening to write changes nothing, and tells a read-only file or filesystem
-    // even to root, whom permissions do not stop.
-    if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
-        anyhow::bail!(
-            "database {shown} is read-only ({e}): settled writes every change there; \
-             make it writable and start again"
-        );
-    }
     let mut header = [0u8; 100];
     match file.read_exact(&mut header) {
         // An empty file is a new database to SQLite too.
@@ -426,14 +430,7 @@ fn check_file(path: &Path) -> anyhow::Result<()> {
              header): refusing to touch it; move it away or set data_dir elsewhere"
         );
     }
-    // The header's copy may be behind the WAL: only another program's mark is sure.
-    match i32::from_be_bytes(header[68..72].try_into().unwrap()) {
-        0 | APPLICATION_ID => {}
-        other => anyhow::bail!(
-            "database {shown} is not a settled database (another program's: its \
-             application_id is {other:#x}): refusing to touch it"
-        ),
-    }
+    // The mark is read through SQLite: the header's copy may be behind the WAL.
     let read = || -> rusqlite::Result<(i32, i32, Vec<String>)> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let pragma = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, i32>(0));
@@ -446,8 +443,13 @@ fn check_file(path: &Path) -> anyhow::Result<()> {
     };
     let (application_id, user_version, tables) =
         read().with_context(|| format!("database {shown}"))?;
-    if application_id == APPLICATION_ID {
-        return Ok(());
+    match application_id {
+        APPLICATION_ID => return Ok(()),
+        0 => {}
+        other => anyhow::bail!(
+            "database {shown} is not a settled database (another program's: its \
+             application_id is {other:#x}): refusing to touch it"
+        ),
     }
     // Unmarked: new, or made by a release before the mark, or another program's.
     let ours = ["invoices", "cursors"]
@@ -530,6 +532,14 @@ mod tests {
         let e = open(&other).unwrap_err().to_string();
         assert!(e.contains("not a settled database"), "{e}");
         assert_eq!(std::fs::read(&other).unwrap(), bytes);
+
+        // Marked by another program, even with nothing in it yet.
+        let marked = dir.path().join("marked.db");
+        let conn = Connection::open(&marked).unwrap();
+        conn.execute_batch("PRAGMA application_id = 42;").unwrap();
+        drop(conn);
+        let e = open(&marked).unwrap_err().to_string();
+        assert!(e.contains("application_id is 0x2a"), "{e}");
     }
 
     /// A database of the last release (three migrations) with payments in it.
