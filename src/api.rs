@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::chain::Chain;
 use crate::chains::Kind;
 use crate::config::Settings;
-use crate::store::{Action, Owner, Store, StoreError, Target};
+use crate::store::{Action, Owner, Store, StoreError, Target, Write};
 use crate::{bitcoin, evm};
 
 /// A JSON-RPC error object.
@@ -290,40 +290,73 @@ impl Api {
             _ => {
                 // Every other method is a database call: on a blocking thread, so that
                 // requests (a batch's items too) run side by side and none holds an
-                // async worker.
+                // async worker. A write's commit is awaited here, not on that thread:
+                // a crowd of creates waiting for one group commit holds no threads.
                 let (api, method) = (Arc::clone(self), method.to_string());
-                tokio::task::spawn_blocking(move || api.call_blocking(&method, params))
+                let reply = tokio::task::spawn_blocking(move || api.call_blocking(&method, params))
                     .await
-                    .unwrap_or_else(|e| Err(internal(anyhow::anyhow!("{e}"))))
+                    .unwrap_or_else(|e| Reply::Now(Err(internal(anyhow::anyhow!("{e}")))));
+                match reply {
+                    Reply::Now(r) => r,
+                    Reply::Later(answer) => answer.await,
+                }
             }
         }
     }
 
-    fn call_blocking(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+    fn call_blocking(self: &Arc<Self>, method: &str, params: Option<Value>) -> Reply {
         match method {
-            "invoice.create" => self.create(params),
-            "invoice.add_option" => self.add_option(params),
-            "invoice.get" => self.get(params),
-            "invoice.list" => self.list(params),
-            "invoice.void" => self.decide(params, Action::Void),
-            "invoice.mark_completed" => self.decide(params, Action::MarkCompleted),
-            "invoice.mark_refunded" => self.decide(params, Action::MarkRefunded),
-            "invoice.extend" => self.extend(params),
-            "deposit_address.create" => self.deposit_create(params),
-            "deposit_address.get" => self.deposit_get(params),
-            "deposit_address.list" => self.deposit_list(params),
-            "deposit_address.deposits" => self.deposit_deposits(params),
-            "deposit_address.close" => self.deposit_close(params),
-            "chain.status" => self.chain_status(params),
-            "events.list" => self.events_list(params),
-            "daemon.status" => self.daemon_status(params),
-            "webhook.deliveries" => self.deliveries(params),
-            "webhook.redeliver" => self.redeliver(params),
-            _ => Err(RpcError::new(
+            "invoice.create" => self.create(params).into(),
+            "invoice.add_option" => self.add_option(params).into(),
+            "invoice.get" => self.get(params).into(),
+            "invoice.list" => self.list(params).into(),
+            "invoice.void" => self.decide(params, Action::Void).into(),
+            "invoice.mark_completed" => self.decide(params, Action::MarkCompleted).into(),
+            "invoice.mark_refunded" => self.decide(params, Action::MarkRefunded).into(),
+            "invoice.extend" => self.extend(params).into(),
+            "deposit_address.create" => self.deposit_create(params).into(),
+            "deposit_address.get" => self.deposit_get(params).into(),
+            "deposit_address.list" => self.deposit_list(params).into(),
+            "deposit_address.deposits" => self.deposit_deposits(params).into(),
+            "deposit_address.close" => self.deposit_close(params).into(),
+            "chain.status" => self.chain_status(params).into(),
+            "events.list" => self.events_list(params).into(),
+            "daemon.status" => self.daemon_status(params).into(),
+            "webhook.deliveries" => self.deliveries(params).into(),
+            "webhook.redeliver" => self.redeliver(params).into(),
+            _ => Reply::Now(Err(RpcError::new(
                 METHOD_NOT_FOUND,
                 format!("unknown method {method:?}"),
-            )),
+            ))),
         }
+    }
+}
+
+/// A method's answer from its blocking thread: known there, or a write to await.
+enum Reply {
+    Now(Result<Value, RpcError>),
+    Later(std::pin::Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>),
+}
+
+impl Reply {
+    /// Awaits `write`'s commit, then makes the answer of what it wrote with `then`.
+    fn after<T: Send + 'static>(
+        write: Write<T>,
+        then: impl FnOnce(T) -> Value + Send + 'static,
+    ) -> Reply {
+        Reply::Later(Box::pin(async move { Ok(then(write.done().await?)) }))
+    }
+}
+
+impl From<Result<Value, RpcError>> for Reply {
+    fn from(r: Result<Value, RpcError>) -> Reply {
+        Reply::Now(r)
+    }
+}
+
+impl From<Result<Reply, RpcError>> for Reply {
+    fn from(r: Result<Reply, RpcError>) -> Reply {
+        r.unwrap_or_else(|e| Reply::Now(Err(e)))
     }
 }
 

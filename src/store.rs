@@ -35,6 +35,7 @@ mod readers;
 mod schema;
 mod settle;
 mod writer;
+pub(crate) use writer::Write;
 
 pub(crate) use outbox::enqueue;
 pub(crate) use outbox::{Attempt, Due, Outbox};
@@ -258,6 +259,14 @@ impl Store {
         f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         self.writer.write(f)
+    }
+
+    /// Queues `f` for the writer's next group commit, to be awaited (see [`Write`]).
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
+    ) -> Write<T> {
+        self.writer.submit(f)
     }
 
     // ---- chain cursor -------------------------------------------------------------

@@ -1,16 +1,21 @@
 //! `deposit_address.*`: deposit addresses created, read, listed, closed and rescanned,
 //! and their deposits paged.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
-use super::{Api, Params, RpcError, limit};
+use super::{Api, Params, Reply, RpcError, limit};
 use crate::deposit::AddressStatus;
 use crate::invoice::PaymentState;
 use crate::store::{DepositFilter, NewDepositAddress, Owner};
 
 impl Api {
     /// `deposit_address.create`: every field checked before anything is written.
-    pub(super) fn deposit_create(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    pub(super) fn deposit_create(
+        self: &Arc<Self>,
+        params: Option<Value>,
+    ) -> Result<Reply, RpcError> {
         let request = params.clone().unwrap_or(Value::Null).to_string();
         let p = Params::new(
             params,
@@ -40,15 +45,18 @@ impl Api {
             idempotency_key: p.text("idempotency_key", 255)?,
             request,
         };
-        let (view, script) = self
+        let write = self
             .store
             .create_deposit_address(new, &key_id, |name, i| self.derive(name, i))?;
-        if let (Some(script), Some(id)) = (script, view["id"].as_str()) {
-            chain
-                .watchlist
-                .insert(script, Owner::Deposit(id.to_string()));
-        }
-        Ok(view)
+        let chain = Arc::clone(chain);
+        Ok(Reply::after(write, move |(view, script)| {
+            if let (Some(script), Some(id)) = (script, view["id"].as_str()) {
+                chain
+                    .watchlist
+                    .insert(script, Owner::Deposit(id.to_string()));
+            }
+            view
+        }))
     }
 
     /// `deposit_address.get`: by `id`, or by `chain` and `address`.
@@ -112,9 +120,12 @@ impl Api {
     }
 
     /// `deposit_address.close`.
-    pub(super) fn deposit_close(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    pub(super) fn deposit_close(&self, params: Option<Value>) -> Result<Reply, RpcError> {
         let p = Params::new(params, &["id"])?;
-        Ok(self.store.close_deposit_address(&p.req_str("id")?)?)
+        Ok(Reply::after(
+            self.store.close_deposit_address(&p.req_str("id")?),
+            |v| v,
+        ))
     }
 
     /// `deposit_address.rescan`: its chain searched again for deposits that were missed.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Api, CHAIN_UNAVAILABLE, Params, RpcError, limit};
+use super::{Api, CHAIN_UNAVAILABLE, Params, Reply, RpcError, limit};
 use crate::amount::{self, U256};
 use crate::chain::Chain;
 use crate::invoice::{Mode, Price, Status};
@@ -18,7 +18,7 @@ impl Api {
     }
 
     /// `invoice.extend`.
-    pub(super) fn extend(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    pub(super) fn extend(&self, params: Option<Value>) -> Result<Reply, RpcError> {
         let p = Params::new(params, &["id", "expires_in"])?;
         let id = p.req_str("id")?;
         let secs = match p.uint("expires_in")? {
@@ -30,11 +30,11 @@ impl Api {
             }
             Some(s) => s,
         };
-        Ok(self.store.extend(&id, secs)?)
+        Ok(Reply::after(self.store.extend(&id, secs), |v| v))
     }
 
     /// `invoice.create`: every field checked before anything is written.
-    pub(super) fn create(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    pub(super) fn create(self: &Arc<Self>, params: Option<Value>) -> Result<Reply, RpcError> {
         const FIELDS: &[&str] = &[
             "chain",
             "asset",
@@ -143,16 +143,19 @@ impl Api {
             idempotency_key: p.text("idempotency_key", 255)?,
             request,
         };
-        let (view, watch) = self
+        let write = self
             .store
             .create_invoice(new, &keys, |name, i| self.derive(name, i))?;
-        crate::fault::point("create_before_answer");
-        self.watch(watch);
-        Ok(view)
+        let api = Arc::clone(self);
+        Ok(Reply::after(write, move |(view, watch)| {
+            crate::fault::point("create_before_answer");
+            api.watch(watch);
+            view
+        }))
     }
 
     /// `invoice.add_option`: the currency chosen, or a new quote.
-    pub(super) fn add_option(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    pub(super) fn add_option(self: &Arc<Self>, params: Option<Value>) -> Result<Reply, RpcError> {
         let p = Params::new(
             params,
             &[
@@ -188,11 +191,14 @@ impl Api {
             e => e,
         };
         let key = (option.chain.clone(), key_of(chain)?.key_id().to_string());
-        let (view, watch) = self
+        let write = self
             .store
             .add_option(&id, option, expires_in, key, |name, i| self.derive(name, i))?;
-        self.watch(watch);
-        Ok(view)
+        let api = Arc::clone(self);
+        Ok(Reply::after(write, move |(view, watch)| {
+            api.watch(watch);
+            view
+        }))
     }
 
     /// The address at `index` of `chain`'s key, and what its watcher matches.
@@ -411,9 +417,12 @@ impl Api {
     }
 
     /// `invoice.void`, `invoice.mark_completed`, `invoice.mark_refunded`: the backend's word.
-    pub(super) fn decide(&self, params: Option<Value>, action: Action) -> Result<Value, RpcError> {
+    pub(super) fn decide(&self, params: Option<Value>, action: Action) -> Result<Reply, RpcError> {
         let p = Params::new(params, &["id"])?;
-        Ok(self.store.decide(&p.req_str("id")?, action)?)
+        Ok(Reply::after(
+            self.store.decide(&p.req_str("id")?, action),
+            |v| v,
+        ))
     }
 
     /// `invoice.rescan`: the chain searched again for payments that were missed.

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use super::invoices::take_index;
 use super::settle::{BlockFound, Found, Owner, UNFINAL_RECHECK, WatchChange};
-use super::{Shared, Store, StoreError, StoreResult, Target, cursor_of, now, page, parsed, units};
+use super::{
+    Shared, Store, StoreError, StoreResult, Target, Write, cursor_of, now, page, parsed, units,
+};
 use crate::deposit::{AddressStatus, Deposit, DepositAddress, address_json, deposit_json};
 use crate::events::{self, EventKind};
 use crate::invoice::PaymentState;
@@ -52,16 +54,16 @@ impl Store {
         new: NewDepositAddress,
         key_id: &str,
         derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
-    ) -> StoreResult<CreatedDeposit> {
+    ) -> StoreResult<Write<CreatedDeposit>> {
         if let Some(v) = self.read()?.snapshot(|c| self.existing(c, &new))? {
-            return Ok((v, None));
+            return Ok(Write::now(Ok((v, None))));
         }
         let key = [(new.chain.clone(), key_id.to_string())];
         let a = self
             .derive_addresses(&key, &derive)?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("no address derived"))?;
-        self.write(move |db, tx| {
+        Ok(self.submit(move |db, tx| {
             // Another create for the same client may have committed meanwhile: its
             // address is the one, and this index stays unused.
             if let Some(v) = db.existing(tx, &new)? {
@@ -115,7 +117,7 @@ impl Store {
             let mut view = view;
             view["deposits"] = json!([]);
             Ok((view, Some(a.script)))
-        })
+        }))
     }
 
     /// `deposit_address.get` by id.
@@ -217,9 +219,9 @@ impl Store {
 
     /// `deposit_address.close`: `CLOSED`, watched for `late_payment_window` more. Closing
     /// a closed address returns it as it is.
-    pub(crate) fn close_deposit_address(&self, id: &str) -> StoreResult<Value> {
+    pub(crate) fn close_deposit_address(&self, id: &str) -> Write<Value> {
         let id = id.to_string();
-        self.write(move |db, tx| {
+        self.submit(move |db, tx| {
             let a = load_address(tx, &id)?.ok_or(StoreError::NotFound)?;
             if a.status == AddressStatus::Open {
                 let now = now();

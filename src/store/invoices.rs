@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     Action, Created, ListFilter, NewInvoice, NewOption, Owner, Shared, Store, StoreError,
-    StoreResult, Target, cursor_of, load_invoice, load_payments, now, page,
+    StoreResult, Target, Write, cursor_of, load_invoice, load_payments, now, page,
 };
 use crate::amount::U256;
 use crate::events::{self, EventKind};
@@ -15,21 +15,22 @@ use crate::invoice::{Decision, Invoice, InvoiceAddress, Mode, PayOption, Payment
 impl Store {
     /// Creates an invoice with the next address of `derive` on each chain of its
     /// options, or returns the one an earlier call with the same `idempotency_key` and
-    /// params created.
+    /// params created. The keys are derived here (call it on a blocking thread); the
+    /// write is awaited.
     pub(crate) fn create_invoice(
         &self,
         new: NewInvoice,
         keys: &[(String, String)],
         derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
-    ) -> StoreResult<Created> {
+    ) -> StoreResult<Write<Created>> {
         // A retry is answered with what the first call made, and takes no new index.
         if let Some(key) = &new.idempotency_key
             && let Some(earlier) = earlier_invoice(&*self.read()?, self, key, &new.request)?
         {
-            return Ok((earlier, Vec::new()));
+            return Ok(Write::now(Ok((earlier, Vec::new()))));
         }
         let addresses = self.derive_addresses(keys, &derive)?;
-        self.write(move |db, tx| {
+        Ok(self.submit(move |db, tx| {
             if let Some(key) = &new.idempotency_key
                 && let Some(earlier) = earlier_invoice(tx, db, key, &new.request)?
             {
@@ -130,7 +131,7 @@ impl Store {
                 json!({ "invoice": view }),
             )?;
             Ok((view, watch))
-        })
+        }))
     }
 
     /// `invoice.add_option`: a new option, or a new quote of one nobody paid yet, with
@@ -142,7 +143,7 @@ impl Store {
         expires_in: Option<u64>,
         key: (String, String),
         derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
-    ) -> StoreResult<Created> {
+    ) -> StoreResult<Write<Created>> {
         let inv = load_invoice(&*self.read()?, id)?.ok_or(StoreError::NotFound)?;
         // Derived out of the writer, as for a create; an index taken for an add that is
         // then refused is left unused.
@@ -151,7 +152,7 @@ impl Store {
             None => self.derive_addresses(&[key], &derive)?.pop(),
         };
         let id = id.to_string();
-        self.write(move |db, tx| {
+        Ok(self.submit(move |db, tx| {
             let id = id.as_str();
             let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
             let now = now();
@@ -228,7 +229,7 @@ impl Store {
                 data,
             )?;
             Ok((view, watch))
-        })
+        }))
     }
 
     /// The next address on each of `keys`' chains (chain, key id), derived on the
@@ -371,9 +372,9 @@ impl Store {
     }
 
     /// `invoice.void`, `invoice.mark_completed`, `invoice.mark_refunded`.
-    pub(crate) fn decide(&self, id: &str, action: Action) -> StoreResult<Value> {
+    pub(crate) fn decide(&self, id: &str, action: Action) -> Write<Value> {
         let id = id.to_string();
-        self.write(move |db, tx| {
+        self.submit(move |db, tx| {
             let id = id.as_str();
             let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
             let allowed = match action {
@@ -416,9 +417,9 @@ impl Store {
     }
 
     /// `invoice.extend`: a new `expires_at`, only before the invoice expired.
-    pub(crate) fn extend(&self, id: &str, expires_in: u64) -> StoreResult<Value> {
+    pub(crate) fn extend(&self, id: &str, expires_in: u64) -> Write<Value> {
         let id = id.to_string();
-        self.write(move |db, tx| {
+        self.submit(move |db, tx| {
             let id = id.as_str();
             let inv = load_invoice(tx, id)?.ok_or(StoreError::NotFound)?;
             if !matches!(

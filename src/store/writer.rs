@@ -1,7 +1,8 @@
 //! The one writer: a thread that owns the write connection and commits the jobs that
 //! arrive together in one transaction (group commit: one fsync for many callers), each
 //! in a savepoint of its own so that one refused job takes nothing of another with it.
-//! A caller is answered only once the commit that holds its job is durable.
+//! A caller is answered only once the commit that holds its job is durable; an API
+//! call awaits that answer ([`Write`]) rather than holding a thread until it comes.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::{Shared, StoreError, StoreResult};
 
@@ -54,10 +56,16 @@ impl From<Failed> for StoreError {
     }
 }
 
+/// Who waits for a job's answer: a thread blocked on it, or a task awaiting it.
+enum Caller<T> {
+    Thread(SyncSender<StoreResult<T>>),
+    Task(oneshot::Sender<StoreResult<T>>),
+}
+
 struct Job<F, T> {
     write: Option<F>,
     result: Option<StoreResult<T>>,
-    caller: SyncSender<StoreResult<T>>,
+    caller: Caller<T>,
 }
 
 impl<F, T> Pending for Job<F, T>
@@ -85,8 +93,12 @@ where
             (Err(e), _) => Err(e.into()),
             (Ok(()), None) => Err(anyhow::anyhow!("the write was not run").into()),
         };
-        // The caller may have gone (its thread ended): nothing to tell then.
-        let _ = self.caller.send(result);
+        // The caller may have gone (its thread ended, its request dropped): nothing to
+        // tell then.
+        match self.caller {
+            Caller::Thread(c) => drop(c.send(result)),
+            Caller::Task(c) => drop(c.send(result)),
+        }
     }
 }
 
@@ -133,17 +145,62 @@ impl Writer {
         f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (caller, answered) = sync_channel(1);
+        self.queue(f, Caller::Thread(caller))?;
+        answered.recv().map_err(|_| gone())?
+    }
+
+    /// Queues `f` for the next group commit; the answer is awaited, so no thread waits
+    /// for the commit. Blocks only while the queue is full: call it from a blocking
+    /// thread.
+    pub(super) fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
+    ) -> Write<T> {
+        let (caller, answered) = oneshot::channel();
+        match self.queue(f, Caller::Task(caller)) {
+            Ok(()) => Write(Err(answered)),
+            Err(e) => Write(Ok(Err(e))),
+        }
+    }
+
+    fn queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &Connection) -> StoreResult<T> + Send + 'static,
+        caller: Caller<T>,
+    ) -> StoreResult<()> {
         let job = Box::new(Job {
             write: Some(f),
             result: None,
             caller,
         });
-        let gone = || StoreError::Internal(anyhow::anyhow!("the database writer has stopped"));
         let jobs = self.jobs.as_ref().ok_or_else(gone)?;
         jobs.send(job).map_err(|_| gone())?;
         self.counts.writes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("settled_db_writes_total").increment(1);
-        answered.recv().map_err(|_| gone())?
+        Ok(())
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Internal(anyhow::anyhow!("the database writer has stopped"))
+}
+
+/// A write's answer, to be awaited: known at once (nothing needed writing, or it was
+/// refused before it was queued), or sent by the writer once its commit is durable.
+pub(crate) struct Write<T>(Result<StoreResult<T>, oneshot::Receiver<StoreResult<T>>>);
+
+impl<T> Write<T> {
+    /// An answer that needed no write.
+    pub(crate) fn now(result: StoreResult<T>) -> Write<T> {
+        Write(Ok(result))
+    }
+
+    /// The write's result once its commit is durable.
+    pub(crate) async fn done(self) -> StoreResult<T> {
+        match self.0 {
+            Ok(result) => result,
+            Err(answer) => answer.await.map_err(|_| gone())?,
+        }
     }
 }
 
@@ -296,6 +353,45 @@ mod tests {
         assert_eq!(counts.commits.load(Ordering::SeqCst) - before, 2);
         let kept: Vec<u64> = (1..N).filter(|h| h % 4 != 0).collect();
         assert_eq!(heights(&store), kept);
+    }
+
+    /// Writes submitted from one thread while the writer is busy are answered when
+    /// their commit lands, each to its awaiting task: no thread waits per write.
+    #[test]
+    fn submitted_writes_are_awaited_not_waited_on_by_a_thread_each() {
+        let (_dir, store) = store();
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let first = store.submit(move |_, _| {
+            started.send(()).unwrap();
+            held.recv().unwrap();
+            Ok(())
+        });
+        running.recv().unwrap();
+        // All from this thread, which goes on at once after each.
+        let queued: Vec<_> = (1..=16u64)
+            .map(|h| {
+                store.submit(move |_, conn| {
+                    conn.execute(
+                        "INSERT INTO blocks (chain, height, hash) VALUES ('t', ?1, 'h')",
+                        [h],
+                    )?;
+                    Ok(h)
+                })
+            })
+            .collect();
+        assert_eq!(store.writer.counts().writes.load(Ordering::SeqCst), 17);
+        release.send(()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            first.done().await.unwrap();
+            for (h, w) in (1..=16u64).zip(queued) {
+                assert_eq!(w.done().await.unwrap(), h);
+            }
+        });
+        assert_eq!(heights(&store), (1..=16).collect::<Vec<u64>>());
     }
 
     /// A full disk (here: a page limit) and a read-only database are told apart from
