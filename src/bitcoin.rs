@@ -70,6 +70,20 @@ impl NodeView for Bitcoind {
     async fn hash_at(&self, height: u64) -> Result<Option<String>, NodeError> {
         Ok(self.block_hash(height).await?.map(|h| h.to_string()))
     }
+
+    async fn hashes_at(
+        &self,
+        heights: std::ops::Range<u64>,
+    ) -> Result<Vec<Option<String>>, NodeError> {
+        if heights.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hashes = self.block_hashes(heights.start..=heights.end - 1).await?;
+        Ok(hashes
+            .into_iter()
+            .map(|h| h.map(|h| h.to_string()))
+            .collect())
+    }
 }
 
 impl Follower {

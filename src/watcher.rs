@@ -100,13 +100,16 @@ impl Ctx {
         // that replaces the tip of the very first run finds its fork point instead of
         // halting the chain (found by the crash torture).
         let depth = u64::from(self.chain.settings.policy.max_reorg_depth).min(height);
-        let mut below = Vec::new();
-        for h in (height - depth..height).rev() {
-            match node.hash_at(h).await? {
-                Some(b) => below.push((h, b)),
-                None => break,
-            }
-        }
+        // Asked together: one by one, a first run spent ~0.5 ms per block below on the
+        // round trips before it scanned anything.
+        let hashes = node.hashes_at(height - depth..height).await?;
+        let below: Vec<(u64, String)> = (height - depth..height)
+            .zip(hashes)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map_while(|(h, b)| Some((h, b?)))
+            .collect();
         let at = hash.clone();
         self.store(move |s, name| s.init_cursor(name, height, &at, &below))
             .await?;
@@ -311,6 +314,21 @@ pub(crate) trait NodeView: Sync {
         &self,
         height: u64,
     ) -> impl Future<Output = Result<Option<String>, NodeError>> + Send;
+
+    /// The hashes at `heights`, in order, `None` past the tip: one call where the node
+    /// takes batches, else one per height.
+    fn hashes_at(
+        &self,
+        heights: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<Vec<Option<String>>, NodeError>> + Send {
+        async move {
+            let mut hashes = Vec::new();
+            for h in heights {
+                hashes.push(self.hash_at(h).await?);
+            }
+            Ok(hashes)
+        }
+    }
 }
 
 /// Where the node's best chain leaves the blocks settled applied.

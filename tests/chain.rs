@@ -93,6 +93,33 @@ async fn reorg_reverts_a_completed_invoice() {
     );
 }
 
+/// The first run keeps the hashes of the blocks below its first cursor (asked of the
+/// node in one batch): a reorganisation that replaces the tip it started at, and the
+/// block below, finds its fork point there instead of halting the chain.
+#[tokio::test]
+async fn reorg_of_the_first_runs_tip_finds_the_fork_below_it() {
+    let (node, _payer, daemon) = setup("").await;
+    let mut admin = daemon.admin().await;
+    let start = node.height().await;
+    admin.wait_scanned(start).await;
+    let below = node.rpc("getblockhash", json!([start - 1])).await;
+    node.rpc("invalidateblock", json!([below])).await;
+    for _ in 0..3 {
+        node.mine_block_with(&other_address(), &[]).await;
+    }
+    let tip = node.height().await;
+    assert_eq!(tip, start + 1);
+    let tip_hash = node.rpc("getblockhash", json!([tip])).await;
+    admin
+        .wait_chain("the new branch followed", |c| {
+            c["scanned_height"].as_u64() == Some(tip) && c["last_error"].is_null()
+        })
+        .await;
+    let status = admin.ok("chain.status", json!({"chain": "regtest"})).await;
+    assert_eq!(status["chains"][0]["running"], true, "{status}");
+    assert_eq!(status["chains"][0]["scanned_hash"], tip_hash, "{status}");
+}
+
 #[tokio::test]
 async fn reorg_that_mines_the_payment_again_keeps_it() {
     let (node, mut payer, daemon) = setup("").await;
