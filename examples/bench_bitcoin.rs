@@ -2,9 +2,10 @@
 //! made here: full blocks (2,000 transactions), a mempool of tens of thousands, and up
 //! to a million open invoices. Every figure is printed beside its target, and the
 //! catch-up beside its floor from the same run (this bench fetching the same blocks
-//! raw over a kept-alive connection, through a gate as the daemon does, and directly). `--short` runs it small, as CI's smoke test:
-//! its figures mean nothing, it only shows that every step works. `--reduced` keeps
-//! the million invoices but sends the node fewer transactions.
+//! raw over a kept-alive connection, through a gate as the daemon does, and directly).
+//! `--short` runs it small, as CI's smoke test: its figures mean nothing, it only shows
+//! that every step works. `--reduced` keeps the million invoices but sends the node
+//! fewer transactions.
 //!
 //! Charts go to `SETTLED_BENCH_OUT` (default `target/bench`): the per-block cost
 //! against the number of open invoices, and the create rate against the number of

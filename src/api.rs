@@ -354,6 +354,13 @@ impl From<Result<Value, RpcError>> for Reply {
     }
 }
 
+impl From<Write<Value>> for Reply {
+    /// A write whose answer is the object it wrote.
+    fn from(write: Write<Value>) -> Reply {
+        Reply::after(write, |v| v)
+    }
+}
+
 impl From<Result<Reply, RpcError>> for Reply {
     fn from(r: Result<Reply, RpcError>) -> Reply {
         r.unwrap_or_else(|e| Reply::Now(Err(e)))

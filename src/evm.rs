@@ -226,18 +226,6 @@ impl NodeView for EthNode {
     async fn hash_at(&self, height: u64) -> Result<Option<String>, NodeError> {
         Ok(EthNode::hash_at(self, height).await?.map(|h| h.to_string()))
     }
-
-    async fn hashes_at(
-        &self,
-        heights: std::ops::Range<u64>,
-    ) -> Result<Vec<Option<String>>, NodeError> {
-        use futures_util::{StreamExt, TryStreamExt};
-        // A few at a time, in order: the round trips overlap.
-        futures_util::stream::iter(heights.map(|h| NodeView::hash_at(self, h)))
-            .buffered(16)
-            .try_collect()
-            .await
-    }
 }
 
 /// How many of `blocks` chain up from `prev`, each to the one before.

@@ -122,10 +122,7 @@ impl Api {
     /// `deposit_address.close`.
     pub(super) fn deposit_close(&self, params: Option<Value>) -> Result<Reply, RpcError> {
         let p = Params::new(params, &["id"])?;
-        Ok(Reply::after(
-            self.store.close_deposit_address(&p.req_str("id")?),
-            |v| v,
-        ))
+        Ok(self.store.close_deposit_address(&p.req_str("id")?).into())
     }
 
     /// `deposit_address.rescan`: its chain searched again for deposits that were missed.

@@ -30,7 +30,7 @@ impl Api {
             }
             Some(s) => s,
         };
-        Ok(Reply::after(self.store.extend(&id, secs), |v| v))
+        Ok(self.store.extend(&id, secs).into())
     }
 
     /// `invoice.create`: every field checked before anything is written.
@@ -419,10 +419,7 @@ impl Api {
     /// `invoice.void`, `invoice.mark_completed`, `invoice.mark_refunded`: the backend's word.
     pub(super) fn decide(&self, params: Option<Value>, action: Action) -> Result<Reply, RpcError> {
         let p = Params::new(params, &["id"])?;
-        Ok(Reply::after(
-            self.store.decide(&p.req_str("id")?, action),
-            |v| v,
-        ))
+        Ok(self.store.decide(&p.req_str("id")?, action).into())
     }
 
     /// `invoice.rescan`: the chain searched again for payments that were missed.

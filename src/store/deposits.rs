@@ -56,7 +56,7 @@ impl Store {
         derive: impl Fn(&str, u32) -> Result<(String, Vec<u8>), String>,
     ) -> StoreResult<Write<CreatedDeposit>> {
         if let Some(v) = self.read()?.snapshot(|c| self.existing(c, &new))? {
-            return Ok(Write::now(Ok((v, None))));
+            return Ok(Write::Now(Ok((v, None))));
         }
         let key = [(new.chain.clone(), key_id.to_string())];
         let a = self

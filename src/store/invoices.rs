@@ -27,7 +27,7 @@ impl Store {
         if let Some(key) = &new.idempotency_key
             && let Some(earlier) = earlier_invoice(&*self.read()?, self, key, &new.request)?
         {
-            return Ok(Write::now(Ok((earlier, Vec::new()))));
+            return Ok(Write::Now(Ok((earlier, Vec::new()))));
         }
         let addresses = self.derive_addresses(keys, &derive)?;
         Ok(self.submit(move |db, tx| {

@@ -158,8 +158,8 @@ impl Writer {
     ) -> Write<T> {
         let (caller, answered) = oneshot::channel();
         match self.queue(f, Caller::Task(caller)) {
-            Ok(()) => Write(Err(answered)),
-            Err(e) => Write(Ok(Err(e))),
+            Ok(()) => Write::Queued(answered),
+            Err(e) => Write::Now(Err(e)),
         }
     }
 
@@ -187,19 +187,19 @@ fn gone() -> StoreError {
 
 /// A write's answer, to be awaited: known at once (nothing needed writing, or it was
 /// refused before it was queued), or sent by the writer once its commit is durable.
-pub(crate) struct Write<T>(Result<StoreResult<T>, oneshot::Receiver<StoreResult<T>>>);
+pub(crate) enum Write<T> {
+    /// Known without the writer.
+    Now(StoreResult<T>),
+    /// Queued: the writer answers once the commit holding it is durable.
+    Queued(oneshot::Receiver<StoreResult<T>>),
+}
 
 impl<T> Write<T> {
-    /// An answer that needed no write.
-    pub(crate) fn now(result: StoreResult<T>) -> Write<T> {
-        Write(Ok(result))
-    }
-
     /// The write's result once its commit is durable.
     pub(crate) async fn done(self) -> StoreResult<T> {
-        match self.0 {
-            Ok(result) => result,
-            Err(answer) => answer.await.map_err(|_| gone())?,
+        match self {
+            Write::Now(result) => result,
+            Write::Queued(answer) => answer.await.map_err(|_| gone())?,
         }
     }
 }
@@ -362,31 +362,45 @@ mod tests {
         let (_dir, store) = store();
         let (release, held) = mpsc::channel::<()>();
         let (started, running) = mpsc::channel::<()>();
-        let first = store.submit(move |_, _| {
-            started.send(()).unwrap();
-            held.recv().unwrap();
-            Ok(())
-        });
-        running.recv().unwrap();
-        // All from this thread, which goes on at once after each.
-        let queued: Vec<_> = (1..=16u64)
-            .map(|h| {
-                store.submit(move |_, conn| {
-                    conn.execute(
-                        "INSERT INTO blocks (chain, height, hash) VALUES ('t', ?1, 'h')",
-                        [h],
-                    )?;
-                    Ok(h)
+        let first = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write(move |_, _| {
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    Ok(())
                 })
             })
-            .collect();
+        };
+        running.recv().unwrap();
+        // All from one thread, which goes on at once after each: were a submit to wait
+        // for its commit, the held writer would keep that thread from handing them over.
+        let (handed, queued) = mpsc::channel();
+        let submitter = store.clone();
+        std::thread::spawn(move || {
+            let writes: Vec<_> = (1..=16u64)
+                .map(|h| {
+                    submitter.submit(move |_, conn| {
+                        conn.execute(
+                            "INSERT INTO blocks (chain, height, hash) VALUES ('t', ?1, 'h')",
+                            [h],
+                        )?;
+                        Ok(h)
+                    })
+                })
+                .collect();
+            handed.send(writes).unwrap();
+        });
+        let queued = queued
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the submits returned while the writer was held");
         assert_eq!(store.writer.counts().writes.load(Ordering::SeqCst), 17);
         release.send(()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        first.join().unwrap().unwrap();
         rt.block_on(async {
-            first.done().await.unwrap();
             for (h, w) in (1..=16u64).zip(queued) {
                 assert_eq!(w.done().await.unwrap(), h);
             }
