@@ -313,6 +313,28 @@ mod tests {
             .collect()
     }
 
+    /// A write that holds the writer, running, until the sender is used: its thread,
+    /// and the sender.
+    fn hold_writer(
+        store: &Arc<Store>,
+    ) -> (
+        std::thread::JoinHandle<Result<(), StoreError>>,
+        mpsc::Sender<()>,
+    ) {
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let store = store.clone();
+        let first = std::thread::spawn(move || {
+            store.write(move |_, _| {
+                started.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+        });
+        running.recv().unwrap();
+        (first, release)
+    }
+
     /// Writes that wait together are committed together, and a refused one takes
     /// nothing of the others with it (nor leaves anything of its own).
     #[test]
@@ -320,19 +342,7 @@ mod tests {
         let (_dir, store) = store();
         const N: u64 = 32;
         // The first write holds the writer until every other one is queued.
-        let (release, held) = mpsc::channel::<()>();
-        let (started, running) = mpsc::channel::<()>();
-        let first = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                store.write(move |_, _| {
-                    started.send(()).unwrap();
-                    held.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        running.recv().unwrap();
+        let (first, release) = hold_writer(&store);
         let others: Vec<_> = (1..N)
             .map(|h| {
                 let store = store.clone();
@@ -360,19 +370,7 @@ mod tests {
     #[test]
     fn submitted_writes_are_awaited_not_waited_on_by_a_thread_each() {
         let (_dir, store) = store();
-        let (release, held) = mpsc::channel::<()>();
-        let (started, running) = mpsc::channel::<()>();
-        let first = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                store.write(move |_, _| {
-                    started.send(()).unwrap();
-                    held.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        running.recv().unwrap();
+        let (first, release) = hold_writer(&store);
         // All from one thread, which goes on at once after each: were a submit to wait
         // for its commit, the held writer would keep that thread from handing them over.
         let (handed, queued) = mpsc::channel();
