@@ -401,23 +401,40 @@ async fn main() {
     let cpu = idle_cpu(daemon.pid(), z.idle_secs).await;
     row(&format!("idle CPU at {open}"), format!("{cpu:.2}%"), "1%");
 
-    // invoice.get from 8 clients while blocks are processed.
-    let (rate, p99, max) = gets_during_blocks(&daemon, &ids, &rpc, &mut coins, &z).await;
+    // invoice.get from 8 clients while blocks are processed, and the same calls split
+    // by what was busy when they began: the node connecting the block, or settled
+    // processing it.
+    let (g, node_spans, settled_spans) =
+        gets_during_blocks(&daemon, &ids, &rpc, &mut coins, &z).await;
     row(
         &format!("invoice.get, 8 clients, during blocks, {open}"),
-        format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
+        g.figure(None),
         "20,000/s, p99 2 ms, max 20 ms",
     );
+    for (spans, what) in [
+        (&node_spans, "while the node connects a block"),
+        (&settled_spans, "while settled processes a block"),
+    ] {
+        row(
+            &format!("invoice.get, the calls above begun {what}"),
+            g.figure(Some(spans)),
+            "p99 2 ms, max 20 ms",
+        );
+    }
     // Its floors: the same clients with no block at all, alone on the cores, then
     // beside one busy thread.
     for (busy, what) in [
         (false, "nothing else running"),
         (true, "beside one busy thread"),
     ] {
-        let (rate, p99, max) = gets_without_blocks(&daemon, &ids, z.busy_secs, busy).await;
+        let g = gets_without_blocks(&daemon, &ids, z.busy_secs, busy).await;
         row(
             &format!("invoice.get, 8 clients, no blocks, {what}, {open}"),
-            format!("{rate:.0}/s, p99 {p99:.2} ms, max {max:.1} ms"),
+            format!(
+                "{} ({:.0} us of the daemon's CPU per call)",
+                g.figure(None),
+                g.cpu_per_call()
+            ),
             "a floor of the line above",
         );
     }
@@ -615,14 +632,16 @@ async fn idle_cpu(pid: u32, secs: u64) -> f64 {
 }
 
 /// `invoice.get` from 8 clients for as long as `z.get_blocks` full blocks take to be
-/// mined and processed: the rate, p99 and maximum latency in ms.
+/// mined and processed, and the spans in which the node was connecting a block
+/// (`generateblock` called and not yet answered) and in which settled was processing
+/// it (from the node's answer until the daemon has scanned the block).
 async fn gets_during_blocks(
     daemon: &Daemon,
     ids: &[String],
     rpc: &Rpc,
     coins: &mut Coins,
     z: &Sizes,
-) -> (f64, f64, f64) {
+) -> (Gets, Vec<(Instant, Instant)>, Vec<(Instant, Instant)>) {
     // The blocks' transactions go to the mempool first, and the daemon takes them in,
     // outside the measurement: it measures block processing, not Core validating
     // thousands of transactions a second on the same two cores.
@@ -649,19 +668,25 @@ async fn gets_during_blocks(
             |c| c["last_poll_at"].as_i64() > Some(polled + 1),
         )
         .await;
-    gets(daemon, ids, async {
+    let (mut node_spans, mut settled_spans) = (Vec::new(), Vec::new());
+    let g = gets(daemon, ids, async {
         for txids in &blocks {
+            let called = Instant::now();
             rpc.call("generateblock", json!([common::other_address(), txids]))
                 .await;
+            let answered = Instant::now();
             let h = rpc.height().await;
             admin
                 .wait_chain_for("the block", Duration::from_secs(60), |c| {
                     c["scanned_height"].as_u64() >= Some(h)
                 })
                 .await;
+            node_spans.push((called, answered));
+            settled_spans.push((answered, Instant::now()));
         }
     })
-    .await
+    .await;
+    (g, node_spans, settled_spans)
 }
 
 /// `invoice.get` from 8 clients for `secs`, no block in sight, with or without one
@@ -673,7 +698,7 @@ async fn gets_without_blocks(
     ids: &[String],
     secs: u64,
     beside_busy: bool,
-) -> (f64, f64, f64) {
+) -> Gets {
     let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(beside_busy));
     let busy = {
         let spin = spin.clone();
@@ -691,13 +716,53 @@ async fn gets_without_blocks(
     r
 }
 
+/// What 8 clients of `invoice.get` saw: when each call began and how long it took.
+struct Gets {
+    /// Each call's start and latency in ms.
+    calls: Vec<(Instant, f64)>,
+    secs: f64,
+    /// The daemon's CPU time (user and system) over the span, in seconds.
+    cpu_secs: f64,
+}
+
+impl Gets {
+    /// The rate, p99 and maximum of the calls that began inside one of `spans` (all
+    /// calls if `None`), as the table prints them; the rate is over the whole span.
+    fn figure(&self, spans: Option<&[(Instant, Instant)]>) -> String {
+        let mut lat: Vec<f64> = self
+            .calls
+            .iter()
+            .filter(|(t, _)| spans.is_none_or(|s| s.iter().any(|(a, b)| a <= t && t < b)))
+            .map(|&(_, ms)| ms)
+            .collect();
+        if lat.is_empty() {
+            return "no call".into();
+        }
+        lat.sort_by(f64::total_cmp);
+        let p99 = settled::quantile(&lat, 99);
+        let max = lat.last().unwrap();
+        match spans {
+            None => format!(
+                "{:.0}/s, p99 {p99:.2} ms, max {max:.1} ms",
+                self.calls.len() as f64 / self.secs
+            ),
+            Some(_) => format!("{} calls, p99 {p99:.2} ms, max {max:.1} ms", lat.len()),
+        }
+    }
+
+    /// The daemon's CPU time per call, in microseconds.
+    fn cpu_per_call(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.calls.len().max(1) as f64
+    }
+}
+
 /// `invoice.get` from 8 lean clients (see `Lean`), each answer checked for its id,
-/// until `until` is done: the rate, p99 and maximum latency in ms.
+/// until `until` is done.
 async fn gets(
     daemon: &Daemon,
     ids: &[String],
     until: impl std::future::Future<Output = ()>,
-) -> (f64, f64, f64) {
+) -> Gets {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..8 {
@@ -712,30 +777,34 @@ async fn gets(
             .collect();
         let done = done.clone();
         clients.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let mut calls = Vec::new();
             let mut i = c * 97;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let (line, id) = &lines[i % lines.len()];
                 i += 1;
                 let t = Instant::now();
                 let answer = client.call(line).await;
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                calls.push((t, t.elapsed().as_secs_f64() * 1000.0));
                 assert!(answer.contains(id.as_str()), "invoice.get: {answer}");
             }
-            lat
+            calls
         }));
     }
+    let ticks = cpu_ticks(daemon.pid());
     let t = Instant::now();
     until.await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let secs = t.elapsed().as_secs_f64();
-    let mut lat: Vec<f64> = Vec::new();
+    let cpu_secs = (cpu_ticks(daemon.pid()) - ticks) as f64 / 100.0;
+    let mut calls = Vec::new();
     for c in clients {
-        lat.extend(c.await.unwrap());
+        calls.extend(c.await.unwrap());
     }
-    lat.sort_by(f64::total_cmp);
-    let p99 = settled::quantile(&lat, 99);
-    (lat.len() as f64 / secs, p99, *lat.last().unwrap())
+    Gets {
+        calls,
+        secs,
+        cpu_secs,
+    }
 }
 
 /// `samples` payments sent one by one, each timed from `sendrawtransaction` to its
