@@ -5,6 +5,7 @@ mod daemon;
 mod deposit;
 mod events;
 mod invoice;
+mod threads;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +17,7 @@ use crate::chains::Kind;
 use crate::config::Settings;
 use crate::store::{Action, Owner, Store, StoreError, Target, Write};
 use crate::{bitcoin, evm};
+pub(crate) use threads::Threads;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +210,8 @@ pub(crate) struct Api {
     pub(crate) chains: Vec<Arc<Chain>>,
     pub(crate) settings: Settings,
     pub(crate) started: Instant,
+    /// The threads its database calls run on.
+    pub(crate) threads: Threads,
 }
 
 impl Api {
@@ -288,14 +292,16 @@ impl Api {
             "deposit_address.rescan" => self.deposit_rescan(params).await,
             "daemon.backup" => self.backup(params).await,
             _ => {
-                // Every other method is a database call: on a blocking thread, so that
+                // Every other method is a database call: on the API's threads, so that
                 // requests (a batch's items too) run side by side and none holds an
                 // async worker. A write's commit is awaited here, not on that thread:
                 // a crowd of creates waiting for one group commit holds no threads.
                 let (api, method) = (Arc::clone(self), method.to_string());
-                let reply = tokio::task::spawn_blocking(move || api.call_blocking(&method, params))
+                let reply = self
+                    .threads
+                    .run(move || api.call_blocking(&method, params))
                     .await
-                    .unwrap_or_else(|e| Reply::Now(Err(internal(anyhow::anyhow!("{e}")))));
+                    .unwrap_or_else(|e| Reply::Now(Err(internal(anyhow::anyhow!("{}", e.0)))));
                 match reply {
                     Reply::Now(r) => r,
                     Reply::Later(answer) => answer.await,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
+use crate::api::{self, Api};
 use crate::chain::Chain;
 use crate::chains::{Kind, Policy};
 use crate::config::{LogFormat, Settings};
@@ -101,6 +101,9 @@ pub(crate) async fn run(settings: Settings, shutdown: CancellationToken) -> anyh
         chains,
         settings: settings.clone(),
         started: Instant::now(),
+        threads: api::Threads::start(api::Threads::for_cores(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ))?,
     });
     // The database is open and migrated, and the socket bound: ready, and only then
     // the watchdog.
