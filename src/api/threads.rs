@@ -106,8 +106,12 @@ mod tests {
                     .unwrap_or_default()
                     .to_string()
             })
-        }))
-        .await;
+        }));
+        // Fewer threads than calls would wait at the barrier for good: a failure, not
+        // a hang.
+        let names = tokio::time::timeout(std::time::Duration::from_secs(10), names)
+            .await
+            .expect("four calls at once did not all run side by side");
         let mut names: Vec<String> = names.into_iter().map(|n| n.unwrap()).collect();
         names.sort();
         assert_eq!(
