@@ -447,6 +447,20 @@ mod tests {
 
     /// A read never waits for the writer, even while a write is in the middle of its
     /// transaction.
+    /// A group's savepoint journal stays in memory: spilled to a temporary file past
+    /// 64 KiB, writing it took a quarter of the writer's time in batches of creates.
+    #[test]
+    fn the_savepoint_journal_of_a_group_stays_in_memory() {
+        let (_dir, store) = store();
+        let temp_store: i64 = store
+            .write(|_, conn| Ok(conn.query_row("PRAGMA temp_store", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(
+            temp_store, 2,
+            "temp_store is MEMORY on the writer's connection"
+        );
+    }
+
     #[test]
     fn reads_go_on_while_a_write_is_open() {
         let (_dir, store) = store();
