@@ -43,11 +43,26 @@ pub fn descriptor() -> String {
     format!("wpkh({TPUB}/0/*)")
 }
 
+/// A loopback port free now, for a node or a receiver started next.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), not by binding port 0:
+/// a port from that range is handed to the next outbound connection too (the
+/// daemon's, a node's), which then holds it when the test binds it (CI saw
+/// `AddrInUse`). Each process walks its own stretch of the range so tests running
+/// side by side do not pick the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below 32000")
 }
 
 /// Where the project's scripts cache the nodes they build or install.
