@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -130,7 +131,7 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
                     api::PARSE_ERROR,
                     format!("request line longer than {MAX_LINE} bytes"),
                 );
-                let _ = out_tx.send(response(Value::Null, Err(e)).to_string()).await;
+                let _ = out_tx.send(response(Value::Null, Err(e))).await;
                 break;
             }
             Some(Err(AnyDelimiterCodecError::Io(_))) => break,
@@ -139,11 +140,7 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
             Ok(text) => text.strip_suffix('\r').unwrap_or(text),
             Err(e) => {
                 let e = RpcError::new(api::PARSE_ERROR, format!("not UTF-8: {e}"));
-                if out_tx
-                    .send(response(Value::Null, Err(e)).to_string())
-                    .await
-                    .is_err()
-                {
+                if out_tx.send(response(Value::Null, Err(e))).await.is_err() {
                     break;
                 }
                 continue;
@@ -153,7 +150,7 @@ async fn serve(stream: UnixStream, api: Arc<Api>, shutdown: CancellationToken) {
             continue;
         }
         if let Some(reply) = handle_line(line, &api, &out_tx, &conn_done).await
-            && out_tx.send(reply.to_string()).await.is_err()
+            && out_tx.send(reply).await.is_err()
         {
             break;
         }
@@ -170,7 +167,7 @@ async fn handle_line(
     api: &Arc<Api>,
     out: &mpsc::Sender<String>,
     conn: &CancellationToken,
-) -> Option<Value> {
+) -> Option<String> {
     let parsed: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {
@@ -188,7 +185,7 @@ async fn handle_line(
         Value::Array(items) => {
             // The items run side by side (their writes share a commit); the answers keep
             // the batch's order.
-            let replies: Vec<Value> = futures_util::future::join_all(
+            let replies: Vec<String> = futures_util::future::join_all(
                 items
                     .into_iter()
                     .map(|item| handle_request(item, api, out, conn)),
@@ -197,7 +194,7 @@ async fn handle_line(
             .into_iter()
             .flatten()
             .collect();
-            (!replies.is_empty()).then_some(Value::Array(replies))
+            (!replies.is_empty()).then(|| format!("[{}]", replies.join(",")))
         }
         other => handle_request(other, api, out, conn).await,
     }
@@ -209,7 +206,7 @@ async fn handle_request(
     api: &Arc<Api>,
     out: &mpsc::Sender<String>,
     conn: &CancellationToken,
-) -> Option<Value> {
+) -> Option<String> {
     let Value::Object(mut obj) = req else {
         return Some(response(
             Value::Null,
@@ -245,7 +242,7 @@ async fn handle_request(
         // The answer goes out before the first event: the connection's queue is FIFO.
         if let Some(id) = id {
             let _ = out
-                .send(response(id, Ok(json!({ "subscribed": true }))).to_string())
+                .send(response(id, api::raw(Ok(json!({ "subscribed": true })))))
                 .await;
         }
         tokio::spawn(sub.forward(out.clone(), conn.clone()));
@@ -255,11 +252,30 @@ async fn handle_request(
     Some(response(id?, result))
 }
 
-fn response(id: Value, result: Result<Value, RpcError>) -> Value {
-    match result {
-        Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
-        Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }),
+/// A response line. Its keys keep the order they always had (a `json!` object's,
+/// sorted), so that no client sees its answers change.
+fn response(id: Value, result: Result<Box<RawValue>, RpcError>) -> String {
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<Value>,
+        id: Value,
+        jsonrpc: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Box<RawValue>>,
     }
+    let (result, error) = match result {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_json())),
+    };
+    let line = Response {
+        error,
+        id,
+        jsonrpc: "2.0",
+        result,
+    };
+    // A Value and a RawValue always serialize.
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// `events.subscribe`: the backlog after `after_seq`, then live events, read from the
@@ -320,5 +336,24 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response line serialized from its parts is the line a `json!` object of them
+    /// always made: same keys, same order, same bytes.
+    #[test]
+    fn a_response_line_is_the_one_a_json_object_made() {
+        let result = json!({"status": "PENDING", "amount": "0.01", "id": "x"});
+        let ok = response(json!(7), api::raw(Ok(result.clone())));
+        let old = json!({"jsonrpc": "2.0", "id": 7, "result": result}).to_string();
+        assert_eq!(ok, old);
+        let e = RpcError::field("amount", "is required");
+        let err = response(json!("a"), Err(e.clone()));
+        let old = json!({"jsonrpc": "2.0", "id": "a", "error": e.to_json()}).to_string();
+        assert_eq!(err, old);
     }
 }
