@@ -204,14 +204,14 @@ async fn main() {
             json!({"jsonrpc": "2.0", "id": 1, "method": "invoice.create",
                    "params": {"chain": "regtest", "amount": "0.01"}})
         );
-        let (t, ticks) = (Instant::now(), cpu_ticks(daemon.pid()));
+        let (t, cpu_before) = (Instant::now(), cpu_secs(daemon.pid()));
         for _ in 0..z.creates_one {
             client.call(&line).await;
         }
         let rate = z.creates_one as f64 / t.elapsed().as_secs_f64();
         // One at a time, the daemon's CPU per create is most of the wait: the fsync is
         // the rest.
-        let cpu_us = (cpu_ticks(daemon.pid()) - ticks) as f64 * 1e4 / z.creates_one as f64;
+        let cpu_us = (cpu_secs(daemon.pid()) - cpu_before) * 1e6 / z.creates_one as f64;
         row(
             "invoice.create, 1 client, one at a time",
             format!("{rate:.0}/s ({cpu_us:.0} us of the daemon's CPU per create)"),
@@ -617,20 +617,22 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// The CPU seconds (user and system) process `pid` has used so far.
+fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command's closing parenthesis: utime and stime are fields 14 and 15.
+    // After the command's closing parenthesis: utime and stime are fields 14 and 15,
+    // in clock ticks of 1/100 s (Linux's USER_HZ).
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
 }
 
 async fn idle_cpu(pid: u32, secs: u64) -> f64 {
-    let ticks = cpu_ticks(pid);
+    let before = cpu_secs(pid);
     let t = Instant::now();
     // Measuring: a fixed span of time is the measurement itself.
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0;
+    let used = cpu_secs(pid) - before;
     used / t.elapsed().as_secs_f64() * 100.0
 }
 
@@ -793,12 +795,12 @@ async fn gets(
             calls
         }));
     }
-    let ticks = cpu_ticks(daemon.pid());
+    let cpu_before = cpu_secs(daemon.pid());
     let t = Instant::now();
     until.await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let secs = t.elapsed().as_secs_f64();
-    let cpu_secs = (cpu_ticks(daemon.pid()) - ticks) as f64 / 100.0;
+    let cpu_used = cpu_secs(daemon.pid()) - cpu_before;
     let mut calls = Vec::new();
     for c in clients {
         calls.extend(c.await.unwrap());
@@ -806,7 +808,7 @@ async fn gets(
     Gets {
         calls,
         secs,
-        cpu_secs,
+        cpu_secs: cpu_used,
     }
 }
 

@@ -256,11 +256,11 @@ async fn handle_request(
 /// sorted), so that no client sees its answers change.
 fn response(id: Value, result: Result<Box<RawValue>, RpcError>) -> String {
     #[derive(serde::Serialize)]
-    struct Response<'a> {
+    struct Response {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<Value>,
         id: Value,
-        jsonrpc: &'a str,
+        jsonrpc: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Box<RawValue>>,
     }
