@@ -43,22 +43,37 @@ pub fn descriptor() -> String {
     format!("wpkh({TPUB}/0/*)")
 }
 
-/// A loopback port free now, for a node or a receiver started next.
+/// A loopback port free now, for a node or a receiver started next, and kept from
+/// every other test process until this one ends.
 ///
 /// Taken below the kernel's ephemeral range (32768 and up), not by binding port 0:
 /// a port from that range is handed to the next outbound connection too (the
 /// daemon's, a node's), which then holds it when the test binds it (CI saw
-/// `AddrInUse`). Each process walks its own stretch of the range so tests running
-/// side by side do not pick the same port.
+/// `AddrInUse`). A port handed out is free when checked but bound only later, by a
+/// node still starting: another test process (a second suite, the bench) checking it
+/// in between would see it free too (CI saw `AddrInUse` again). So each port is
+/// also reserved by a lock on a file named after it, held until this process exits.
 pub fn free_port() -> u16 {
+    use std::fs::{File, OpenOptions};
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 10_000;
     const SPAN: u32 = 22_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("settled-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
     let start = std::process::id().wrapping_mul(7_919) % SPAN;
     for _ in 0..SPAN {
         let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .unwrap();
+        if lock.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap().push(lock);
             return port;
         }
     }
