@@ -80,6 +80,18 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port below 32000")
 }
 
+/// A listener of this process on a free loopback port: another port is tried if one
+/// [`free_port`] gave is taken before it is bound (by a process that does not reserve
+/// its ports).
+pub async fn listen() -> (tokio::net::TcpListener, u16) {
+    loop {
+        let port = free_port();
+        if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return (l, port);
+        }
+    }
+}
+
 /// Where the project's scripts cache the nodes they build or install.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("SETTLED_CACHE")

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::free_port;
 use super::http::read_message;
+use super::listen;
 
 /// What the proxy does with each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to the node listening on `target` (its RPC port).
     pub async fn start(target: u16) -> Proxy {
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (listener, port) = listen().await;
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let target = Arc::new(Mutex::new(target));
         let broken = Arc::new(AtomicUsize::new(0));

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::http::read_message;
-use super::{free_port, wait_for};
+use super::{listen, wait_for};
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -69,12 +69,17 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver on a free port answering 200 at once.
     pub async fn start() -> Receiver {
-        Receiver::start_on(free_port()).await
+        let (listener, port) = listen().await;
+        Receiver::serve(listener, port)
     }
 
     /// A receiver on `port`.
     pub async fn start_on(port: u16) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Receiver::serve(listener, port)
+    }
+
+    fn serve(listener: TcpListener, port: u16) -> Receiver {
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let script: Arc<Mutex<Script>> =
             Arc::new(Mutex::new(Box::new(|_, _| Some((200, Duration::ZERO)))));
