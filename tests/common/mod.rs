@@ -61,8 +61,7 @@ pub fn free_port() -> u16 {
     const SPAN: u32 = 22_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
-    let dir = std::env::temp_dir().join("settled-test-ports");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ports_dir();
     let start = std::process::id().wrapping_mul(7_919) % SPAN;
     for _ in 0..SPAN {
         let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
@@ -78,6 +77,30 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port below 32000")
+}
+
+/// Where [`free_port`] keeps its lock files, made once per process.
+fn ports_dir() -> &'static Path {
+    static DIR: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+        let dir = std::env::temp_dir().join("settled-test-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    &DIR
+}
+
+#[cfg(test)]
+mod ports {
+    /// A port handed out stays reserved: another process (here, another open file
+    /// description, which flock treats alike) cannot lock it, and it is not handed out
+    /// again.
+    #[test]
+    fn a_port_handed_out_is_reserved_from_other_processes() {
+        let port = super::free_port();
+        let file = std::fs::File::open(super::ports_dir().join(port.to_string())).unwrap();
+        assert!(file.try_lock().is_err(), "port {port} is not reserved");
+        assert_ne!(super::free_port(), port);
+    }
 }
 
 /// A listener of this process on a free loopback port: another port is tried if one

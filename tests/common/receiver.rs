@@ -70,16 +70,17 @@ impl Receiver {
     /// A receiver on a free port answering 200 at once.
     pub async fn start() -> Receiver {
         let (listener, port) = listen().await;
-        Receiver::serve(listener, port)
+        Receiver::on(listener, port)
     }
 
     /// A receiver on `port`.
     pub async fn start_on(port: u16) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        Receiver::serve(listener, port)
+        Receiver::on(listener, port)
     }
 
-    fn serve(listener: TcpListener, port: u16) -> Receiver {
+    /// A receiver taking the connections of `listener`, bound to `port`.
+    fn on(listener: TcpListener, port: u16) -> Receiver {
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let script: Arc<Mutex<Script>> =
             Arc::new(Mutex::new(Box::new(|_, _| Some((200, Duration::ZERO)))));
